@@ -1,0 +1,6 @@
+"""V-JEPA 2 vith16 cooldown, 64 frames x 256 px (arg '384' for 384 px, released for vitg16)."""
+from vjepa_jax.vjepa2_configs import cooldown
+
+
+def get_config(arg='256'):
+    return cooldown('vith16', int(arg))

@@ -1,0 +1,86 @@
+"""The default configuration (V-JEPA 1 ViT-L/16, configs/pretrain/vitl16.yaml) and loading.
+
+Every number here is the original's; config files in configs/ start from base_config()
+and change only what differs. Fields that are off by default use 0 / '' (never None),
+so every field can be set from the command line: --config.optim.lr=3e-4.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def mask_generator(num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal_scale=(1.0, 1.0),
+                   max_temporal_keep=1.0):
+    return ml_collections.ConfigDict(dict(
+        num_blocks=num_blocks, spatial_scale=(spatial_scale, spatial_scale), aspect_ratio=aspect_ratio,
+        temporal_scale=temporal_scale, max_temporal_keep=max_temporal_keep,
+        num_context=0, num_target=0))  # 0: the keep_quantile quantile (masks.py)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 234
+    c.model = ml_collections.ConfigDict(dict(
+        variant='large', img_size=224, num_frames=16, patch_size=16, tubelet_size=2, in_chans=3,
+        pos_embed='sincos',       # 'sincos' (V-JEPA 1) | 'rope' (V-JEPA 2)
+        rope_form='tiled',        # 'tiled' (released V-JEPA 2 weights) | 'interleaved' (correct RoPE)
+        uniform_power=True, rescale_init=False,  # rescale_init: V-JEPA 2 keeps the 1/sqrt(2 l) rescale
+        pred_depth=12, pred_embed_dim=384, pred_num_heads=0,  # 0: the encoder's head count
+        zero_init_mask_tokens=True,
+        scan_layers=False,        # lax.scan over stacked blocks (compile time flat in depth)
+        remat_policy='none',      # 'none' | 'full' | 'dots' | 'dots_no_batch'
+        dtype='bfloat16',         # compute dtype; params and optimiser stay float32
+    ))
+    c.mask = ml_collections.ConfigDict(dict(
+        keep_quantile=0.05,
+        generators=ml_collections.ConfigDict(dict(  # one learned mask token per generator
+            short=mask_generator(8, 0.15), long=mask_generator(2, 0.7))),
+    ))
+    c.loss = ml_collections.ConfigDict(dict(loss_exp=1.0))
+    c.optim = ml_collections.ConfigDict(dict(
+        ipe=300, epochs=300, ipe_scale=1.25, warmup=40,
+        lr_schedule='warmup_cosine', anneal=0,  # anneal: epochs of linear decay ('wsd' only)
+        start_lr=2e-4, lr=6.25e-4, final_lr=1e-6,
+        weight_decay=0.04, final_weight_decay=0.4,
+        ema=(0.998, 1.0), clip_grad=10.0, betas=(0.9, 0.999), eps=1e-8,
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        source='synthetic',       # generated moving-shape clips (vjepa_jax/data/synthetic.py)
+        global_batch_size=3072,   # 24 per GPU x 128 A100
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=0,              # 0: epochs * ipe
+        log_every=10,
+    ))
+    return c
+
+
+def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """Load `path[:arg]` (a file with get_config(arg=None)) and apply {dotted.key: value}.
+    An unknown key raises a one-line KeyError naming it."""
+    path, _, arg = path.partition(':')
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'config file {path} not found: pass --config=configs/pretrain/<name>.py')
+    spec = importlib.util.spec_from_file_location('vjepa_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    for key, value in (overrides or {}).items():
+        set_field(config, key, value)
+    return config
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value) -> None:
+    """config[a.b.c] = value, refusing keys the config does not have."""
+    *parents, leaf = key.split('.')
+    node = config
+    for i, name in enumerate(parents):
+        if name not in node:
+            raise KeyError(f'unknown config key {".".join(parents[:i + 1])!r} (in {key!r}): check the spelling')
+        node = node[name]
+    if leaf not in node:
+        raise KeyError(f'unknown config key {key!r}: check the spelling')
+    node[leaf] = value

@@ -1,0 +1,1 @@
+"""Data: synthetic clips now; TFDS builders and grain pipelines (issue 3)."""

@@ -1,0 +1,49 @@
+"""The V-JEPA objective as pure functions over NNX modules (use them inside jit).
+
+  h   = layer_norm(target_encoder(clip))                      no gradient
+  z_m = predictor(encoder(clip, ctx_m), ctx_m, tgt_m, m)      for each mask generator m
+  loss = mean_m mean |z_m - h[tgt_m]|^p / p                   (p = loss_exp = 1)
+  target <- momentum * target + (1 - momentum) * encoder      after the optimiser step
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
+    """x (B, N, D), idx (B, K) -> (B, K, D)."""
+    return jnp.take_along_axis(x, idx[..., None], axis=1)
+
+
+def target_features(target_encoder, clips: jax.Array) -> jax.Array:
+    """Layer-normed (no affine, eps 1e-5) target-encoder tokens (B, N, D), float32, no grad."""
+    h = jax.lax.stop_gradient(target_encoder(clips)).astype(jnp.float32)
+    mean = h.mean(-1, keepdims=True)
+    var = jnp.square(h - mean).mean(-1, keepdims=True)
+    return (h - mean) * jax.lax.rsqrt(var + 1e-5)
+
+
+def predict(encoder, predictor, clips: jax.Array, masks: Sequence) -> list:
+    """[(B, Kt, D) predictions per generator]. The patch embedding is computed once and
+    gathered per mask (the same numbers as the original's embed-per-mask)."""
+    tokens, grid = encoder.embed(clips)
+    out = []
+    for m, (ctx, tgt) in enumerate(masks):
+        z = encoder.encode(gather_tokens(tokens, ctx), ctx, grid)
+        out.append(predictor(z, ctx, tgt, m).astype(jnp.float32))
+    return out
+
+
+def jepa_loss(encoder, predictor, h: jax.Array, clips: jax.Array, masks: Sequence, loss_exp: float = 1.0):
+    """-> (loss, per-generator losses (M,)). h from target_features."""
+    per_mask = jnp.stack([jnp.mean(jnp.abs(z - gather_tokens(h, tgt)) ** loss_exp) / loss_exp
+                          for z, (_, tgt) in zip(predict(encoder, predictor, clips, masks), masks)])
+    return per_mask.mean(), per_mask
+
+
+def ema_update(target, online, momentum):
+    """k <- m k + (1 - m) q, leaf by leaf (pytrees of the same structure)."""
+    return jax.tree.map(lambda k, q: momentum * k + (1.0 - momentum) * q, target, online)

@@ -1,0 +1,88 @@
+"""Entry point: python -m vjepa_jax.main --config=configs/pretrain/tiny.py --workdir=DIR
+[--config.optim.lr=3e-4 ...]. Any config field can be overridden; an unknown key stops
+with a one-line error naming it."""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('config', None, 'config file, e.g. configs/pretrain/vitl16.py (optionally FILE:arg)')
+flags.DEFINE_string('workdir', None, 'where metrics (and later checkpoints) go')
+
+
+def split_config_overrides(argv: list) -> tuple:
+    """Separate '--config.a.b=v' arguments (parsed here) from absl flags."""
+    overrides, rest = {}, []
+    for arg in argv:
+        if arg.startswith('--config.'):
+            key, eq, value = arg[len('--config.'):].partition('=')
+            if not eq:
+                raise SystemExit(f'error: {arg}: write --config.{key}=VALUE')
+            overrides[key] = value
+        else:
+            rest.append(arg)
+    return overrides, rest
+
+
+def parse_value(text: str, current):
+    """Parse a command-line string to the type of the current field."""
+    import ast
+    if isinstance(current, bool):
+        if text.lower() not in ('true', 'false', '1', '0'):
+            raise ValueError(f'expected true/false, got {text!r}')
+        return text.lower() in ('true', '1')
+    if isinstance(current, str):
+        return text
+    value = ast.literal_eval(text)
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return value
+
+
+def load(config_path: str, overrides: dict):
+    from vjepa_jax.config import load_config, set_field
+    config = load_config(config_path)
+    for key, text in overrides.items():
+        node = config
+        try:
+            for name in key.split('.')[:-1]:
+                node = node[name]
+            current = node[key.split('.')[-1]]
+        except (KeyError, AttributeError):
+            raise SystemExit(f'error: unknown config key {key!r} in --config.{key}: check the spelling '
+                             f'(python -m vjepa_jax.main --config={config_path} --helpconfig lists the fields)')
+        try:
+            set_field(config, key, parse_value(text, current))
+        except (ValueError, SyntaxError, TypeError) as e:
+            raise SystemExit(f'error: --config.{key}={text}: {e} (current value {current!r})')
+    return config
+
+
+def main(argv):
+    del argv
+    if not FLAGS.config or not FLAGS.workdir:
+        raise SystemExit('error: pass --config=configs/pretrain/<name>.py and --workdir=DIR')
+    config = load(FLAGS.config, OVERRIDES)
+    if '--helpconfig' in sys.argv:
+        print(config)
+        return
+    from vjepa_jax import train
+    train.train(config, FLAGS.workdir)
+
+
+OVERRIDES: dict = {}
+
+
+def run():
+    global OVERRIDES
+    OVERRIDES, rest = split_config_overrides(sys.argv)
+    rest = [a for a in rest if a != '--helpconfig'] + (['--workdir=-'] if '--helpconfig' in sys.argv else [])
+    app.run(main, argv=rest)
+
+
+if __name__ == '__main__':
+    run()

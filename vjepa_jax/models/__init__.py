@@ -1,0 +1,1 @@
+"""Models: the video ViT encoder (vit.py) and the mask-token predictor (predictor.py)."""

@@ -1,0 +1,102 @@
+"""The one table between this project's parameter names and the original PyTorch names.
+
+JAX params are nested pure dicts (nnx.State.to_pure_dict()) of an encoder or predictor,
+with unstacked blocks ({'blocks': {0: ..., 1: ...}}; see vit.unstack_blocks). Torch names
+are those of the released checkpoints without the 'module.backbone.' wrapper prefix.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+WRAPPER_PREFIXES = ('module.', 'backbone.')
+
+# (JAX dotted-path regex, torch name template, how the JAX array becomes the torch tensor)
+NAME_TABLE = (
+    (r'patch_embed\.kernel', 'patch_embed.proj.weight', 'conv'),
+    (r'patch_embed\.bias', 'patch_embed.proj.bias', 'same'),
+    (r'(.*norm[12]?|predictor_norm)\.scale', r'\1.weight', 'same'),
+    (r'(.*)\.kernel', r'\1.weight', 'linear'),
+    (r'(.*)', r'\1', 'same'),  # biases, LayerNorm biases, mask_tokens.i
+)
+FIXED_BUFFERS = ('pos_embed', 'predictor_pos_embed')  # computed, never trained
+
+
+def _flatten(tree, prefix=''):
+    out = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + '.'))
+        else:
+            out[name] = value
+    return out
+
+
+def _to_torch_array(x, how):
+    x = np.asarray(x)
+    if how == 'linear':
+        return x.T
+    if how == 'conv':  # (t, p, p, C, D) -> (D, C, t, p, p); image (p, p, C, D) -> (D, C, p, p)
+        return x.transpose(x.ndim - 1, x.ndim - 2, *range(x.ndim - 2))
+    return x
+
+
+def _from_torch_array(x, how):
+    x = np.asarray(x)
+    if how == 'linear':
+        return x.T
+    if how == 'conv':
+        return x.transpose(*range(2, x.ndim), 1, 0)
+    return x
+
+
+def torch_name(jax_name: str) -> tuple[str, str]:
+    """'blocks.0.attn.qkv.kernel' -> ('blocks.0.attn.qkv.weight', 'linear')."""
+    for pattern, template, how in NAME_TABLE:
+        if re.fullmatch(pattern, jax_name):
+            return re.sub(pattern, template, jax_name), how
+    raise KeyError(jax_name)
+
+
+def strip_wrappers(name: str) -> str:
+    """Drop the DDP / multi-mask wrapper prefixes ('module.backbone.x' -> 'x')."""
+    for prefix in WRAPPER_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name
+
+
+def to_torch(params: dict) -> dict[str, np.ndarray]:
+    """JAX pure-dict params -> {torch name: array in torch layout}."""
+    out = {}
+    for name, value in _flatten(params).items():
+        tname, how = torch_name(name)
+        out[tname] = _to_torch_array(value, how)
+    return out
+
+
+def from_torch(tensors: dict, template: dict) -> dict:
+    """{torch name (wrappers allowed): array} -> pure dict shaped like template.
+
+    Raises ValueError listing every missing and unexpected name; fixed position buffers
+    are accepted and ignored (they are recomputed)."""
+    tensors = {strip_wrappers(k): v for k, v in tensors.items()}
+    flat = _flatten(template)
+    wanted = {torch_name(n)[0]: n for n in flat}
+    missing = sorted(set(wanted) - set(tensors))
+    unexpected = sorted(set(tensors) - set(wanted) - set(FIXED_BUFFERS))
+    if missing or unexpected:
+        raise ValueError(f'checkpoint does not match the model: missing {missing}, unexpected {unexpected}')
+    values = {}
+    for tname, jname in wanted.items():
+        value = _from_torch_array(tensors[tname], torch_name(jname)[1])
+        if value.shape != np.shape(flat[jname]):
+            raise ValueError(f'{tname}: checkpoint shape {value.shape} != model shape {np.shape(flat[jname])}')
+        values[jname] = value
+
+    def build(tree, prefix=''):
+        return {k: build(v, f'{prefix}{k}.') if isinstance(v, dict) else values[f'{prefix}{k}']
+                for k, v in tree.items()}
+    return build(template)

@@ -1,0 +1,372 @@
+"""Video Vision Transformer (the V-JEPA encoder), Flax NNX, self-contained.
+
+Input clips are channels-last: video (B, T, H, W, C), image (B, H, W, C).
+Tokens are ordered (t, h, w) like the original's `flatten(2)` of a Conv3d output,
+so token index n = t * (H' * W') + h * W' + w on the (T', H', W') token grid.
+
+Copy this one file into your project to use the encoder: it needs only
+jax, numpy and flax.nnx.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+# One definition of every published variant: dim, depth, heads, MLP ratio.
+VIT_VARIANTS = {
+    'micro': dict(embed_dim=96, depth=2, num_heads=3, mlp_ratio=4.0),  # the parity fixture
+    'tiny': dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
+    'small': dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0),
+    'base': dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
+    'large': dict(embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0),
+    'huge': dict(embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4.0),
+    'giant': dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
+    # V-JEPA 2's "vit_giant_xformers": 22 heads of 64, MLP hidden 6144.
+    'giant_xformers': dict(embed_dim=1408, depth=40, num_heads=22, mlp_ratio=48 / 11),
+}
+
+REMAT_POLICIES = {
+    'none': None,  # no rematerialisation
+    'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    'dots': jax.checkpoint_policies.checkpoint_dots,  # keep matmul outputs
+    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def trunc_normal_init(std: float = 0.02):
+    """The original's `trunc_normal_(std=std)`: N(0, std) truncated at the ABSOLUTE
+    bounds [-2, 2] (timm semantics), not at +-2 std."""
+    def init(key, shape, dtype=jnp.float32):
+        return (jax.random.truncated_normal(key, -2.0 / std, 2.0 / std, shape, jnp.float32) * std).astype(dtype)
+    return init
+
+
+# ----------------------------------------------------------------------------------------
+# Fixed sin-cos position tables (NumPy, float64 like the original, returned float32)
+# ----------------------------------------------------------------------------------------
+def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
+    """(M,) positions -> (M, dim) table [sin(p w_i), cos(p w_i)], w_i = 10000^(-i/(dim/2))."""
+    assert dim % 2 == 0, dim
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+    out = np.asarray(pos, np.float64).reshape(-1)[:, None] * omega[None, :]
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def sincos_3d(dim: int, grid: Sequence[int], uniform_power: bool = True) -> np.ndarray:
+    """(T', H', W') grid -> (T'H'W', dim) table, parts concatenated [t, h, w] then cut to dim.
+
+    uniform_power: each axis gets int(ceil(dim / 6) * 2) dims (all V-JEPA configs);
+    otherwise t gets dim // 2 and h, w get dim // 4 each.
+    """
+    t, h, w = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in grid], indexing='ij')
+    if uniform_power:
+        dt = dh = dw = int(np.ceil(dim / 6) * 2)
+    else:
+        dt, dh, dw = dim // 2, dim // 4, dim // 4
+    table = np.concatenate([sincos_1d(dt, t), sincos_1d(dh, h), sincos_1d(dw, w)], axis=1)
+    return table[:, :dim].astype(np.float32)
+
+
+def sincos_2d(dim: int, grid: Sequence[int]) -> np.ndarray:
+    """(H', W') grid -> (H'W', dim) table, halves [h, w] (image mode)."""
+    h, w = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in grid], indexing='ij')
+    return np.concatenate([sincos_1d(dim // 2, h), sincos_1d(dim // 2, w)], axis=1).astype(np.float32)
+
+
+def sincos_table(dim: int, grid: Sequence[int], uniform_power: bool = True) -> np.ndarray:
+    """The table for a 3-D (video) or 2-D (image) token grid."""
+    return sincos_3d(dim, grid, uniform_power) if len(grid) == 3 else sincos_2d(dim, grid)
+
+
+def _interp_matrix(n_in: int, n_out: int, mode: str) -> np.ndarray:
+    """(n_out, n_in) weights reproducing torch `interpolate(align_corners=False)` along one
+    axis: 'linear' (clamped source index) or 'cubic' (Keys kernel, A = -0.75)."""
+    scale = n_in / n_out
+    m = np.zeros((n_out, n_in), np.float64)
+    for o in range(n_out):
+        src = (o + 0.5) * scale - 0.5
+        if mode == 'linear':
+            src = max(src, 0.0)
+            i0 = min(int(np.floor(src)), n_in - 1)
+            i1 = min(i0 + 1, n_in - 1)
+            lam = src - i0
+            m[o, i0] += 1.0 - lam
+            m[o, i1] += lam
+        else:
+            a = -0.75
+            i0 = int(np.floor(src))
+            t = src - i0
+
+            def k(x):
+                x = abs(x)
+                if x <= 1:
+                    return ((a + 2) * x - (a + 3)) * x * x + 1
+                return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+            for j, wgt in zip(range(i0 - 1, i0 + 3), (k(t + 1), k(t), k(1 - t), k(2 - t))):
+                m[o, min(max(j, 0), n_in - 1)] += wgt
+    return m
+
+
+def interpolate_table(table: np.ndarray, grid_in: Sequence[int], grid_out: Sequence[int]) -> np.ndarray:
+    """Resize a (prod(grid_in), D) position table to grid_out: trilinear for video grids,
+    bicubic for image grids, numerically as the original's F.interpolate."""
+    if tuple(grid_in) == tuple(grid_out):
+        return table
+    mode = 'linear' if len(grid_in) == 3 else 'cubic'
+    out = table.reshape(*grid_in, -1).astype(np.float64)
+    for axis, (n_in, n_out) in enumerate(zip(grid_in, grid_out)):
+        out = np.moveaxis(np.tensordot(_interp_matrix(n_in, n_out, mode), out, axes=([1], [axis])), 0, axis)
+    return out.reshape(-1, table.shape[-1]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------
+# 3-D rotary position embedding (V-JEPA 2)
+# ----------------------------------------------------------------------------------------
+def token_coords(token_idx: jax.Array, grid: Sequence[int]) -> jax.Array:
+    """(..., N) flat token indices -> (..., N, 3) integer (t, h, w) on a (T', H', W') grid
+    (an image grid (H', W') gets t = 0)."""
+    hh, ww = grid[-2], grid[-1]
+    t = token_idx // (hh * ww)
+    rem = token_idx - t * (hh * ww)
+    return jnp.stack([t, rem // ww, rem % ww], axis=-1)
+
+
+def rope_rotate(x: jax.Array, pos: jax.Array, form: str) -> jax.Array:
+    """Rotate pairs (x[2i], x[2i+1]) of x (B, N, heads, n) by angles pos (B, N) * w_k,
+    w_k = 10000^(-k / (n/2)).
+
+    form 'interleaved': pair i uses frequency i (the standard RoPE).
+    form 'tiled': dimension j uses frequency j mod n/2, the released V-JEPA 2 code
+    (sin/cos built with `repeat`), which its weights need.
+    """
+    n = x.shape[-1]
+    omega = 1.0 / 10000 ** (jnp.arange(n // 2, dtype=jnp.float32) / (n / 2.0))
+    freq_of_dim = jnp.arange(n) // 2 if form == 'interleaved' else jnp.arange(n) % (n // 2)
+    if form not in ('interleaved', 'tiled'):
+        raise ValueError(f"rope form {form!r}: use 'tiled' (released V-JEPA 2) or 'interleaved'")
+    angle = pos.astype(jnp.float32)[..., None, None] * omega[freq_of_dim]  # (B, N, 1, n)
+    xf = x.astype(jnp.float32)
+    pairs = xf.reshape(*x.shape[:-1], n // 2, 2)
+    rotated = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+    return (xf * jnp.cos(angle) + rotated * jnp.sin(angle)).astype(x.dtype)
+
+
+def apply_rope_3d(x: jax.Array, coords: jax.Array, form: str) -> jax.Array:
+    """x (B, N, heads, head_dim); coords (B, N, 3). Chunks of 2*((head_dim//3)//2) dims are
+    rotated by t, h, w in that order; the remaining dims pass through."""
+    n = 2 * ((x.shape[-1] // 3) // 2)
+    parts = [rope_rotate(x[..., i * n:(i + 1) * n], coords[..., i], form) for i in range(3)]
+    return jnp.concatenate(parts + [x[..., 3 * n:]], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------
+# Transformer block
+# ----------------------------------------------------------------------------------------
+def _linear(d_in, d_out, dtype, param_dtype, rngs, std=0.02):
+    return nnx.Linear(d_in, d_out, dtype=dtype, param_dtype=param_dtype, kernel_init=trunc_normal_init(std),
+                      bias_init=nnx.initializers.zeros, rngs=rngs)
+
+
+def _layer_norm(dim, dtype, param_dtype, rngs, eps=1e-6):
+    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention with fused qkv (torch layout), optional 3-D RoPE."""
+
+    def __init__(self, dim, num_heads, *, rope_form=None, dtype=None, param_dtype=jnp.float32, rngs):
+        self.num_heads = num_heads
+        self.rope_form = rope_form
+        self.qkv = _linear(dim, 3 * dim, dtype, param_dtype, rngs)
+        self.proj = _linear(dim, dim, dtype, param_dtype, rngs)
+
+    def __call__(self, x, coords=None):
+        """x (B, N, D), coords (B, N, 3) token (t, h, w) for RoPE -> (B, N, D)."""
+        b, n, d = x.shape
+        q, k, v = jnp.moveaxis(self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads), 2, 0)
+        if self.rope_form is not None:
+            q, k = apply_rope_3d(q, coords, self.rope_form), apply_rope_3d(k, coords, self.rope_form)
+        out = jax.nn.dot_product_attention(q, k, v)  # (B, N, heads, head_dim)
+        return self.proj(out.reshape(b, n, d))
+
+
+class Mlp(nnx.Module):
+    def __init__(self, dim, hidden, *, dtype=None, param_dtype=jnp.float32, rngs):
+        self.fc1 = _linear(dim, hidden, dtype, param_dtype, rngs)
+        self.fc2 = _linear(hidden, dim, dtype, param_dtype, rngs)
+
+    def __call__(self, x):
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block: x + attn(LN(x)); x + mlp(LN(x)). LayerNorm eps 1e-6."""
+
+    def __init__(self, dim, num_heads, mlp_ratio, *, rope_form=None, dtype=None, param_dtype=jnp.float32, rngs):
+        self.norm1 = _layer_norm(dim, dtype, param_dtype, rngs)
+        self.attn = Attention(dim, num_heads, rope_form=rope_form, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm2 = _layer_norm(dim, dtype, param_dtype, rngs)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x, coords=None):
+        x = x + self.attn(self.norm1(x), coords)
+        return x + self.mlp(self.norm2(x))
+
+
+def make_blocks(depth, dim, num_heads, mlp_ratio, *, scan, rescale_init, rope_form, dtype, param_dtype, rngs):
+    """depth Blocks, either an nnx.List or ONE Block whose params carry a leading depth axis
+    (for `run_blocks(scan=True)`). Both layouts hold identical values for the same rngs.
+    rescale_init divides attn.proj and mlp.fc2 of layer i by sqrt(2 (i + 1)) (V-JEPA 2)."""
+    blocks = []
+    for i in range(depth):
+        blk = Block(dim, num_heads, mlp_ratio, rope_form=rope_form, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if rescale_init:
+            for lin in (blk.attn.proj, blk.mlp.fc2):
+                lin.kernel.value = lin.kernel.value / math.sqrt(2.0 * (i + 1))
+        blocks.append(blk)
+    if not scan:
+        return nnx.List(blocks)
+    graphdef, first = nnx.split(blocks[0])
+    rest = [nnx.split(b)[1] for b in blocks[1:]]
+    return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), first, *rest))
+
+
+def run_blocks(blocks, x, coords, *, scan: bool, remat_policy: str):
+    """Apply blocks (from make_blocks) to x (B, N, D); each block rematerialised by policy."""
+    if remat_policy not in REMAT_POLICIES:
+        raise ValueError(f'remat_policy {remat_policy!r}: choose one of {sorted(REMAT_POLICIES)}')
+
+    def layer(graphdef):
+        def apply(state, h):
+            return nnx.merge(graphdef, state)(h, coords)
+        if remat_policy == 'none':
+            return apply
+        return jax.checkpoint(apply, policy=REMAT_POLICIES[remat_policy])
+
+    if scan:
+        graphdef, stacked = nnx.split(blocks)
+        apply = layer(graphdef)
+        x, _ = jax.lax.scan(lambda h, s: (apply(s, h), None), x, stacked)
+        return x
+    for blk in blocks:
+        graphdef, state = nnx.split(blk)
+        x = layer(graphdef)(state, x)
+    return x
+
+
+def unstack_blocks(tree: dict, key: str = 'blocks') -> dict:
+    """Pure-dict params with scanned (stacked) blocks -> per-layer {key: {0: ..., 1: ...}}."""
+    stacked = tree[key]
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    out = dict(tree)
+    out[key] = {i: jax.tree.map(lambda a: a[i], stacked) for i in range(depth)}
+    return out
+
+
+def stack_blocks(tree: dict, key: str = 'blocks') -> dict:
+    """Inverse of unstack_blocks."""
+    layers = tree[key]
+    out = dict(tree)
+    out[key] = jax.tree.map(lambda *xs: jnp.stack(xs), *[layers[i] for i in sorted(layers)])
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The encoder
+# ----------------------------------------------------------------------------------------
+class PatchEmbed(nnx.Module):
+    """Non-overlapping tubelet (t, p, p) or patch (p, p) embedding; the kernel keeps the
+    conv layout (t, p, p, C, D) so it maps one-to-one onto the original's Conv3d."""
+
+    def __init__(self, patch_size, tubelet_size, in_chans, dim, *, video, dtype=None, param_dtype=jnp.float32, rngs):
+        self.patch = (tubelet_size, patch_size, patch_size) if video else (patch_size, patch_size)
+        self.dtype = dtype
+        self.kernel = nnx.Param(trunc_normal_init()(rngs.params(), (*self.patch, in_chans, dim), param_dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+
+    def grid(self, shape: Sequence[int]) -> tuple:
+        """Spatial(-temporal) input shape (T, H, W) or (H, W) -> token grid."""
+        for n, p in zip(shape, self.patch):
+            if n % p:
+                raise ValueError(f'input size {tuple(shape)} is not divisible by the patch/tubelet {self.patch}')
+        return tuple(n // p for n, p in zip(shape, self.patch))
+
+    def __call__(self, x):
+        """x (B, *S, C) -> (B, N, D) with N = prod(grid(S))."""
+        b, c = x.shape[0], x.shape[-1]
+        grid = self.grid(x.shape[1:-1])
+        split = [b]
+        for g, p in zip(grid, self.patch):
+            split += [g, p]
+        x = x.reshape(*split, c)
+        nd = len(grid)
+        x = x.transpose(0, *range(1, 2 * nd, 2), *range(2, 2 * nd + 1, 2), 2 * nd + 1)
+        x = x.reshape(b, int(np.prod(grid)), -1)
+        kernel = self.kernel.value.reshape(-1, self.kernel.value.shape[-1])
+        dtype = self.dtype or x.dtype
+        return (x.astype(dtype) @ kernel.astype(dtype)) + self.bias.value.astype(dtype)
+
+
+class VisionTransformer(nnx.Module):
+    """V-JEPA video ViT. Position: fixed 3-D sin-cos ('sincos', V-JEPA 1) or 3-D RoPE
+    ('rope', V-JEPA 2). num_frames == 1 selects image mode (2-D patches and table)."""
+
+    def __init__(self, *, img_size=224, num_frames=16, patch_size=16, tubelet_size=2, in_chans=3,
+                 embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, pos_embed='sincos', rope_form='tiled',
+                 uniform_power=True, rescale_init=False, scan_layers=False, remat_policy='none',
+                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        if pos_embed not in ('sincos', 'rope'):
+            raise ValueError(f"pos_embed {pos_embed!r}: use 'sincos' (V-JEPA 1) or 'rope' (V-JEPA 2)")
+        self.video = num_frames > 1
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.pos_embed, self.rope_form = pos_embed, rope_form
+        self.uniform_power = uniform_power
+        self.scan_layers, self.remat_policy = scan_layers, remat_policy
+        self.patch_embed = PatchEmbed(patch_size, tubelet_size, in_chans, embed_dim, video=self.video,
+                                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.input_shape = (num_frames, img_size, img_size) if self.video else (img_size, img_size)
+        self.grid = self.patch_embed.grid(self.input_shape)
+        self.num_patches = int(np.prod(self.grid))
+        self.blocks = make_blocks(depth, embed_dim, num_heads, mlp_ratio, scan=scan_layers,
+                                  rescale_init=rescale_init, rope_form=rope_form if pos_embed == 'rope' else None,
+                                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = _layer_norm(embed_dim, dtype, param_dtype, rngs)
+
+    def pos_table(self, grid: Sequence[int]) -> np.ndarray:
+        """The fixed (N, D) sin-cos table for a token grid, interpolated from the built size."""
+        return interpolate_table(sincos_table(self.embed_dim, self.grid, self.uniform_power), self.grid, grid)
+
+    def embed(self, x):
+        """Clip (B, *S, C) -> all tokens (B, N, D) with sin-cos positions added, and the grid."""
+        tokens = self.patch_embed(x)
+        grid = self.patch_embed.grid(x.shape[1:-1])
+        if self.pos_embed == 'sincos':
+            tokens = tokens + jnp.asarray(self.pos_table(grid), tokens.dtype)
+        return tokens, grid
+
+    def encode(self, tokens, token_idx, grid):
+        """Run the blocks and final norm on tokens (B, K, D) that sit at token_idx (B, K)."""
+        coords = token_coords(token_idx, grid) if self.pos_embed == 'rope' else None
+        x = run_blocks(self.blocks, tokens, coords, scan=self.scan_layers, remat_policy=self.remat_policy)
+        return self.norm(x)
+
+    def __call__(self, x, token_idx=None):
+        """x (B, *S, C); token_idx (B, K) int or None (all tokens) -> (B, K, D)."""
+        tokens, grid = self.embed(x)
+        if token_idx is None:
+            token_idx = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape[:2])
+        else:
+            tokens = jnp.take_along_axis(tokens, token_idx[..., None], axis=1)
+        return self.encode(tokens, token_idx, grid)
+
+
+def vit(variant: str, **kwargs) -> VisionTransformer:
+    """Build a variant by name ('tiny' ... 'giant_xformers'); kwargs override or add fields."""
+    if variant not in VIT_VARIANTS:
+        raise ValueError(f'unknown ViT variant {variant!r}: choose one of {sorted(VIT_VARIANTS)}')
+    return VisionTransformer(**{**VIT_VARIANTS[variant], **kwargs})
