@@ -73,7 +73,7 @@ class Trainer:
     def init(self, rng_seed: int, model_cfg, num_mask_tokens: int) -> dict:
         """Fresh state; the target encoder starts as a copy of the encoder."""
         encoder, predictor = build_models(model_cfg, num_mask_tokens, nnx.Rngs(rng_seed))
-        params = {'encoder': nnx.state(encoder).to_pure_dict(), 'predictor': nnx.state(predictor).to_pure_dict()}
+        params = {'encoder': nnx.to_pure_dict(nnx.state(encoder)), 'predictor': nnx.to_pure_dict(nnx.state(predictor))}
         return {'step': jnp.zeros([], jnp.int32), 'params': params,
                 'target_encoder': jax.tree.map(jnp.copy, params['encoder']),
                 'opt_state': self.optimizer.init(params)}

@@ -50,7 +50,7 @@ class Predictor(nnx.Module):
         mask_index: which mask generator (static int) -> predictions (B, Kt, D)."""
         x = self.predictor_embed(ctx_tokens)
         b, kc, _ = x.shape
-        token = self.mask_tokens[mask_index % len(self.mask_tokens)].value
+        token = self.mask_tokens[mask_index % len(self.mask_tokens)][...]
         tgt = jnp.broadcast_to(token.astype(x.dtype), (b, tgt_idx.shape[1], self.pred_dim))
         if self.pos_embed == 'sincos':
             table = jnp.asarray(sincos_table(self.pred_dim, self.grid, self.uniform_power), x.dtype)

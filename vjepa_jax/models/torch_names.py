@@ -1,6 +1,6 @@
 """The one table between this project's parameter names and the original PyTorch names.
 
-JAX params are nested pure dicts (nnx.State.to_pure_dict()) of an encoder or predictor,
+JAX params are nested pure dicts (nnx.to_pure_dict(nnx.state(module))) of an encoder or predictor,
 with unstacked blocks ({'blocks': {0: ..., 1: ...}}; see vit.unstack_blocks). Torch names
 are those of the released checkpoints without the 'module.backbone.' wrapper prefix.
 """
@@ -100,3 +100,12 @@ def from_torch(tensors: dict, template: dict) -> dict:
         return {k: build(v, f'{prefix}{k}.') if isinstance(v, dict) else values[f'{prefix}{k}']
                 for k, v in tree.items()}
     return build(template)
+
+
+def torch_shapes(params: dict) -> dict[str, tuple]:
+    """{torch name: torch shape} from params or their shapes (jax.eval_shape output)."""
+    out = {}
+    for name, value in _flatten(params).items():
+        tname, how = torch_name(name)
+        out[tname] = _to_torch_array(np.broadcast_to(np.float32(0), np.shape(value)), how).shape
+    return out

@@ -227,7 +227,7 @@ def make_blocks(depth, dim, num_heads, mlp_ratio, *, scan, rescale_init, rope_fo
         blk = Block(dim, num_heads, mlp_ratio, rope_form=rope_form, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if rescale_init:
             for lin in (blk.attn.proj, blk.mlp.fc2):
-                lin.kernel.value = lin.kernel.value / math.sqrt(2.0 * (i + 1))
+                lin.kernel.set_value(lin.kernel[...] / math.sqrt(2.0 * (i + 1)))
         blocks.append(blk)
     if not scan:
         return nnx.List(blocks)
@@ -307,9 +307,9 @@ class PatchEmbed(nnx.Module):
         nd = len(grid)
         x = x.transpose(0, *range(1, 2 * nd, 2), *range(2, 2 * nd + 1, 2), 2 * nd + 1)
         x = x.reshape(b, int(np.prod(grid)), -1)
-        kernel = self.kernel.value.reshape(-1, self.kernel.value.shape[-1])
+        kernel = self.kernel[...].reshape(-1, self.kernel.shape[-1])
         dtype = self.dtype or x.dtype
-        return (x.astype(dtype) @ kernel.astype(dtype)) + self.bias.value.astype(dtype)
+        return (x.astype(dtype) @ kernel.astype(dtype)) + self.bias[...].astype(dtype)
 
 
 class VisionTransformer(nnx.Module):

@@ -1,0 +1,42 @@
+"""Shared test pieces: the parity fixture model and config loading."""
+import os
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vjepa_jax.config import load_config
+from vjepa_jax.models import torch_names
+from vjepa_jax.models.predictor import Predictor
+from vjepa_jax.models.vit import vit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICRO = os.path.join(ROOT, 'tests', 'fixtures', 'vjepa1_micro')
+
+
+def config(name, **overrides):
+    return load_config(os.path.join(ROOT, 'configs', 'pretrain', f'{name}.py'), overrides)
+
+
+def micro_models(seed=0):
+    """The fixture's vit_micro: 16 x 64 px, tubelet 2, patch 16, predictor depth 2 / dim 48."""
+    enc = vit('micro', img_size=64, num_frames=16, rngs=nnx.Rngs(seed))
+    pred = Predictor(grid=enc.grid, embed_dim=96, predictor_embed_dim=48, depth=2, num_heads=3, rngs=nnx.Rngs(seed))
+    return enc, pred
+
+
+def fixture_params(npz_name, net):
+    """Pure-dict params of `net` (encoder | target_encoder | predictor) from a fixture npz."""
+    data = np.load(os.path.join(MICRO, npz_name))
+    enc, pred = micro_models()
+    template = nnx.to_pure_dict(nnx.state(pred if net == 'predictor' else enc))
+    tensors = {k.split('/', 1)[1]: data[k] for k in data if k.startswith(net + '/')}
+    return torch_names.from_torch(tensors, template)
+
+
+def fixture_io():
+    io = np.load(os.path.join(MICRO, 'io.npz'))
+    clips = jnp.asarray(io['x']).transpose(0, 2, 3, 4, 1)  # (B, C, T, H, W) -> (B, T, H, W, C)
+    masks = [(jnp.asarray(io[f'masks_enc_{m}'], jnp.int32), jnp.asarray(io[f'masks_pred_{m}'], jnp.int32))
+             for m in range(2)]
+    return io, clips, masks
