@@ -99,7 +99,7 @@ def clip_per_network(max_norm: float | None, start_step: int) -> optax.GradientT
         active = state.count >= start_step
         out = {}
         for name, g in grads.items():
-            coef = jnp.minimum(1.0, max_norm / (optax.global_norm(g) + 1e-6))
+            coef = jnp.minimum(1.0, max_norm / (optax.tree.norm(g) + 1e-6))
             coef = jnp.where(active, coef, 1.0)
             out[name] = jax.tree.map(lambda x: (x * coef).astype(x.dtype), g)
         return out, ClipState(state.count + 1)

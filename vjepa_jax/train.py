@@ -96,8 +96,8 @@ class Trainer:
         momentum = self.schedules.momentum(step)
         target = jepa.ema_update(state['target_encoder'], params['encoder'], momentum)
         out = {'loss': loss, 'lr': self.schedules.lr(step), 'wd': self.schedules.wd(step), 'momentum': momentum,
-               'grad_norm_encoder': optax.global_norm(grads['encoder']),
-               'grad_norm_predictor': optax.global_norm(grads['predictor'])}
+               'grad_norm_encoder': optax.tree.norm(grads['encoder']),
+               'grad_norm_predictor': optax.tree.norm(grads['predictor'])}
         out.update({f'loss_mask{m}': per_mask[m] for m in range(per_mask.shape[0])})
         return {'step': step + 1, 'params': params, 'target_encoder': target, 'opt_state': opt_state}, out
 

@@ -1,0 +1,118 @@
+"""The pure train step: compiles once, EMA-only target, falling loss; the entry point."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from helpers import ROOT, config
+from vjepa_jax import masks, train
+from vjepa_jax.data import synthetic
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    cfg = config('tiny')
+    trainer = train.make_trainer(cfg)
+    sampler = masks.MultiBlockMaskSampler(trainer.grid, train.mask_specs(cfg.mask), seed=0)
+    state = jax.jit(lambda: trainer.init(0, cfg.model, len(cfg.mask.generators)))()
+    return cfg, trainer, sampler, state
+
+
+def batch(cfg, sampler, step):
+    clips = synthetic.synthetic_batch(0, step, cfg.data.global_batch_size, cfg.model.num_frames, cfg.model.img_size)
+    return jnp.asarray(clips), sampler(step, cfg.data.global_batch_size)
+
+
+def test_step_compiles_once_and_target_moves_only_by_ema(tiny):
+    cfg, trainer, sampler, state = tiny
+    step_fn = jax.jit(trainer.train_step, donate_argnums=(0,))
+    state = jax.tree.map(jnp.copy, state)
+    losses = []
+    for step in range(20):
+        before_target = jax.tree.map(np.asarray, state['target_encoder'])
+        clips, mask_list = batch(cfg, sampler, step)
+        state, out = step_fn(state, clips, mask_list)
+        losses.append(float(out['loss']))
+        m = float(trainer.schedules.momentum(step))
+        assert float(out['momentum']) == np.float32(m)
+        want = jax.tree.map(lambda k, q: m * k + (1 - m) * np.asarray(q), before_target, state['params']['encoder'])
+        for got, exp in zip(jax.tree.leaves(state['target_encoder']), jax.tree.leaves(want)):
+            np.testing.assert_allclose(got, exp, rtol=1e-6, atol=1e-7)
+    assert step_fn._cache_size() == 1  # fresh masks every step, one compilation
+    assert int(state['step']) == 20 and np.isfinite(losses).all()
+    # the optimiser state covers only the online networks: no gradient path to the target
+    opt_leaves = jax.tree.leaves(state['opt_state'])
+    n_online = len(jax.tree.leaves(state['params']))
+    assert sum(leaf.ndim > 0 for leaf in opt_leaves) == 2 * n_online  # Adam mu and nu
+
+
+def test_gradients_do_not_reach_target(tiny):
+    cfg, trainer, sampler, state = tiny
+    clips, mask_list = batch(cfg, sampler, 0)
+
+    def loss_of_target(target):
+        (loss, _), _ = trainer.loss_and_grads(state['params'], target, clips, mask_list)
+        return loss
+    g = jax.grad(loss_of_target)(state['target_encoder'])
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g))
+
+
+def test_tiny_training_loss_goes_down(tmp_path):
+    cfg = config('tiny')
+    cfg.train.num_steps = 150
+    train.train(cfg, str(tmp_path), log=lambda *_: None)
+    rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert rows[0]['step'] == 0 and {'loss', 'lr', 'momentum'} <= set(rows[0])
+    first, last = rows[0]['loss'], np.mean([r['loss'] for r in rows[-3:]])
+    assert last < 0.75 * first, (first, last)
+
+
+def test_bf16_scan_remat_step_runs():
+    cfg = config('tiny')
+    cfg.model.update(dtype='bfloat16', scan_layers=True, remat_policy='full', pos_embed='rope')
+    trainer = train.make_trainer(cfg)
+    state = trainer.init(0, cfg.model, 2)
+    assert state['params']['encoder']['blocks']['attn']['qkv']['kernel'].shape == (2, 96, 288)
+    assert state['params']['encoder']['blocks']['attn']['qkv']['kernel'].dtype == jnp.float32
+    sampler = masks.MultiBlockMaskSampler(trainer.grid, train.mask_specs(cfg.mask), seed=0)
+    clips, mask_list = batch(cfg, sampler, 0)
+    state, out = jax.jit(trainer.train_step)(state, clips, mask_list)
+    assert np.isfinite(float(out['loss']))
+    assert state['params']['encoder']['blocks']['attn']['qkv']['kernel'].dtype == jnp.float32
+
+
+def run_main(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+    return subprocess.run([sys.executable, '-m', 'vjepa_jax.main', *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_main_runs_and_writes_metrics(tmp_path):
+    r = run_main('--config=configs/pretrain/tiny.py', f'--workdir={tmp_path}', '--config.train.num_steps=12',
+                 '--config.train.log_every=5', '--config.optim.lr=0.002')
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert [row['step'] for row in rows] == [0, 5, 10, 11]
+    assert 'steps/s' in r.stdout and 'ETA' in r.stdout
+
+
+def test_main_rejects_unknown_key_in_one_line(tmp_path):
+    r = run_main('--config=configs/pretrain/tiny.py', f'--workdir={tmp_path}', '--config.optim.lrr=0.1')
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and "'optim.lrr'" in lines[0], r.stderr
+    r = run_main('--config=configs/pretrain/nope.py', f'--workdir={tmp_path}')
+    assert r.returncode != 0 and 'nope.py' in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('name', sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs', 'pretrain'))))
+def test_every_config_builds(name):
+    cfg = config(name)
+    trainer = train.make_trainer(cfg)
+    assert len(trainer.grid) == 3
+    assert cfg.optim.lr > 0 and cfg.model.variant
