@@ -149,5 +149,6 @@ def train(config, workdir: str, log: Callable = print) -> dict:
             writer.write(step, out)
             progress.update(step + 1, out)
     writer.close()
-    log(f'finished {total} steps in {time.time() - t_start:.1f}s; metrics in {writer.path}')
+    png = metrics.plot_loss_curve(writer.path, os.path.join(workdir, 'loss.png'))
+    log(f'finished {total} steps in {time.time() - t_start:.1f}s; metrics in {writer.path}, curve in {png}')
     return state

@@ -1,0 +1,105 @@
+"""Train-step speed: the tiny config on CPU; on an accelerator also ViT-L/16 16x224 clips/s
+per device and MFU.
+
+FLOPs are counted as the original computes: the context encoder once per mask on its
+context tokens, the target encoder once on the full clip (forward only), the predictor
+once per mask; training = 3x forward for the online networks (forward + backward).
+
+  python benchmarks/train_step.py                 # tiny on whatever backend is present
+  python benchmarks/train_step.py --config=vitl16 --batch=24 --steps=20
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vjepa_jax import masks, train  # noqa: E402
+from vjepa_jax.config import load_config  # noqa: E402
+from vjepa_jax.models.vit import VIT_VARIANTS  # noqa: E402
+
+PEAK_BF16_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12, 'TPU v5p': 459e12, 'TPU v5 lite': 197e12,
+                   'TPU v6 lite': 918e12, 'TPU v4': 275e12}
+
+
+def vit_forward_flops(tokens: int, dim: int, depth: int, mlp_ratio: float) -> float:
+    hidden = int(dim * mlp_ratio)
+    per_layer = 2 * tokens * (3 * dim * dim + dim * dim + 2 * dim * hidden) + 4 * tokens * tokens * dim
+    return depth * per_layer
+
+
+def step_flops(cfg, counts) -> float:
+    m = cfg.model
+    spec = VIT_VARIANTS[m.variant]
+    d, depth, ratio = spec['embed_dim'], spec['depth'], spec['mlp_ratio']
+    grid = (m.num_frames // m.tubelet_size, m.img_size // m.patch_size, m.img_size // m.patch_size)
+    n = int(np.prod(grid))
+    patch = 2 * n * (m.tubelet_size * m.patch_size ** 2 * m.in_chans) * d
+    target = patch + vit_forward_flops(n, d, depth, ratio)
+    online = 0.0
+    for kc, kt in counts:
+        online += patch + vit_forward_flops(kc, d, depth, ratio)
+        dp = m.pred_embed_dim
+        online += 2 * kc * d * dp + vit_forward_flops(kc + kt, dp, m.pred_depth, 4.0) + 2 * kt * dp * d
+    return target + 3 * online
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--config', default='tiny')
+    ap.add_argument('--batch', type=int, default=0, help='per-device batch (default: the config global batch)')
+    ap.add_argument('--steps', type=int, default=20)
+    ap.add_argument('--set', nargs='*', default=[], help='model overrides k=v, e.g. remat_policy=full')
+    args = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(os.path.join(root, 'configs', 'pretrain', f'{args.config}.py'))
+    for kv in args.set:
+        k, v = kv.split('=')
+        cfg.model[k] = type(cfg.model[k])(v) if not isinstance(cfg.model[k], bool) else v == 'true'
+    batch = args.batch or cfg.data.global_batch_size
+    trainer = train.make_trainer(cfg)
+    sampler = masks.MultiBlockMaskSampler(trainer.grid, train.mask_specs(cfg.mask), seed=0)
+    state = jax.jit(lambda: trainer.init(0, cfg.model, len(cfg.mask.generators)))()
+    m = cfg.model
+    clips = jax.random.normal(jax.random.key(0), (batch, m.num_frames, m.img_size, m.img_size, 3),
+                              jnp.float32)
+    mask_list = [tuple(jnp.asarray(a) for a in p) for p in sampler(0, batch)]
+    step_fn = jax.jit(trainer.train_step, donate_argnums=(0,))
+    t0 = time.time()
+    compiled = step_fn.lower(state, clips, mask_list).compile()
+    compile_s = time.time() - t0
+    xla_flops = (compiled.cost_analysis() or {}).get('flops', float('nan'))
+    state, out = compiled(state, clips, mask_list)
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(args.steps):
+        t = time.time()
+        state, out = compiled(state, clips, mask_list)
+        jax.block_until_ready(out)
+        times.append(time.time() - t)
+    dt = float(np.median(times))
+    flops = step_flops(cfg, sampler.counts) * batch
+    dev = jax.devices()[0]
+    print(f'device: {dev.device_kind} ({jax.device_count()} x {dev.platform}), config {args.config}, '
+          f'batch {batch}, dtype {m.dtype}, remat {m.remat_policy}, scan {m.scan_layers}')
+    print(f'compile {compile_s:.1f}s | step {dt * 1000:.1f} ms (median of {args.steps}) | '
+          f'{batch / dt:.1f} clips/s | loss {float(out["loss"]):.4f}')
+    print(f'FLOPs/step (original counting) {flops / 1e9:.2f} GFLOP; XLA cost analysis {xla_flops / 1e9:.2f} GFLOP '
+          f'(ratio {flops / xla_flops:.3f})')
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in dev.device_kind), None)
+    if peak:
+        print(f'MFU {flops / dt / peak * 100:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16 peak')
+    mem = getattr(compiled, 'memory_analysis', lambda: None)()
+    if mem is not None:
+        print(f'memory: temp {mem.temp_size_in_bytes / 2**30:.2f} GiB, args {mem.argument_size_in_bytes / 2**30:.2f} GiB')
+
+
+if __name__ == '__main__':
+    main()
