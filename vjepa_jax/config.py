@@ -67,6 +67,8 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
     spec = importlib.util.spec_from_file_location('vjepa_config', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, 'get_config'):
+        raise AttributeError(f'config file {path} has no get_config(): define one returning a ConfigDict')
     config = module.get_config(arg) if arg else module.get_config()
     for key, value in (overrides or {}).items():
         set_field(config, key, value)

@@ -45,7 +45,10 @@ def parse_value(text: str, current):
 
 def load(config_path: str, overrides: dict):
     from vjepa_jax.config import load_config, set_field
-    config = load_config(config_path)
+    try:
+        config = load_config(config_path)
+    except (FileNotFoundError, AttributeError) as e:
+        raise SystemExit(f'error: {e}')
     for key, text in overrides.items():
         node = config
         try:
