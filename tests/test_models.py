@@ -39,12 +39,14 @@ def read_key_list(path, net):
     return out
 
 
-@pytest.mark.parametrize('name,encoder_params', [('vitl16', 303_885_312), ('vith16', 631_648_000)])
-def test_variant_parameter_counts(name, encoder_params):
+@pytest.mark.parametrize('name,encoder_params,predictor_params', [
+    ('vitl16', 303_885_312, 22_685_056 - 1568 * 384),  # checkpoint counts minus the fixed tables
+    ('vith16', 631_648_000, 22_685_056 - 1568 * 384 - 2 * 1024 * 384 - 1024 + 2 * 1280 * 384 + 1280),
+])
+def test_variant_parameter_counts(name, encoder_params, predictor_params):
     enc, pred = abstract_params(config(name))
     assert train.count_params(enc) == encoder_params  # without the fixed position table
-    # predictor: 22,685,056 elements in the checkpoint, minus its fixed 1568 x 384 table
-    assert train.count_params(pred) == (22_685_056 - 1568 * 384 if name == 'vitl16' else train.count_params(pred))
+    assert train.count_params(pred) == predictor_params  # ViT-H: only predictor_embed/proj widen
 
 
 def test_all_variants_shapes():
