@@ -134,3 +134,12 @@ def test_data_parallel_step_on_8_devices_matches_one(tiny):
     np.testing.assert_allclose(out8['loss'], out1['loss'], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(state8['params']), jax.tree.leaves(state1['params'])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_config_overrides_and_unknown_keys():
+    cfg = config('tiny', **{'optim.lr': 5e-4, 'mask.generators.short.num_blocks': 4})
+    assert cfg.optim.lr == 5e-4 and cfg.mask.generators.short.num_blocks == 4
+    with pytest.raises(KeyError, match=r"unknown config key 'mask.generators.shrt'"):
+        config('tiny', **{'mask.generators.shrt.num_blocks': 4})
+    with pytest.raises(KeyError, match=r"unknown config key 'model.depthh'"):
+        config('tiny', **{'model.depthh': 4})

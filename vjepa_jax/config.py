@@ -75,14 +75,18 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
     return config
 
 
+def get_field(config: ml_collections.ConfigDict, key: str):
+    """config[a.b.c]; a key the config does not have raises a one-line KeyError naming it."""
+    node, parts = config, key.split('.')
+    for i, name in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            raise KeyError(f'unknown config key {".".join(parts[:i + 1])!r} (in {key!r}): check the spelling')
+        node = node[name]
+    return node
+
+
 def set_field(config: ml_collections.ConfigDict, key: str, value) -> None:
     """config[a.b.c] = value, refusing keys the config does not have."""
-    *parents, leaf = key.split('.')
-    node = config
-    for i, name in enumerate(parents):
-        if name not in node:
-            raise KeyError(f'unknown config key {".".join(parents[:i + 1])!r} (in {key!r}): check the spelling')
-        node = node[name]
-    if leaf not in node:
-        raise KeyError(f'unknown config key {key!r}: check the spelling')
-    node[leaf] = value
+    get_field(config, key)
+    parent, _, leaf = key.rpartition('.')
+    (get_field(config, parent) if parent else config)[leaf] = value

@@ -44,24 +44,21 @@ def parse_value(text: str, current):
 
 
 def load(config_path: str, overrides: dict):
-    from vjepa_jax.config import load_config, set_field
+    from vjepa_jax.config import get_field, load_config, set_field
     try:
         config = load_config(config_path)
     except (FileNotFoundError, AttributeError) as e:
         raise SystemExit(f'error: {e}')
     for key, text in overrides.items():
-        node = config
         try:
-            for name in key.split('.')[:-1]:
-                node = node[name]
-            current = node[key.split('.')[-1]]
-        except (KeyError, AttributeError):
-            raise SystemExit(f'error: unknown config key {key!r} in --config.{key}: check the spelling '
-                             f'(python -m vjepa_jax.main --config={config_path} --helpconfig lists the fields)')
+            current = get_field(config, key)
+        except KeyError as e:
+            raise SystemExit(f'error: {e.args[0]} (--helpconfig lists the fields)')
         try:
             set_field(config, key, parse_value(text, current))
         except (ValueError, SyntaxError, TypeError) as e:
-            raise SystemExit(f'error: --config.{key}={text}: {e} (current value {current!r})')
+            raise SystemExit(f'error: --config.{key}={text}: not a valid {type(current).__name__} '
+                             f'(current value {current!r}; {type(e).__name__})')
     return config
 
 
