@@ -1,0 +1,130 @@
+"""The grain input pipeline: TFDS records -> masked, augmented clip batches.
+
+  per dataset: index range -> shuffle (reshuffled every epoch) -> repeat
+  -> weighted mixture (exact proportions, deterministic) -> this host's shard
+  -> decode + clip sampling + augmentation (random_map: rng from (seed, position))
+  -> batch -> masks for the batch's step -> [multiprocess prefetch]
+Deterministic given (seed, step); `iterator.get_state()` / `set_state()` resume exactly.
+
+A record that fails to decode at read time is replaced by another random record of the same
+dataset; the replacement count travels with the batch (`skipped`, summed in the metrics),
+and only `max_retries` failures in a row stop the run, naming the files.
+Image records (an 'image' field) are repeated into a clip of frames_per_clip frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import grain
+import numpy as np
+
+from vjepa_jax.data import clips as clip_rules
+from vjepa_jax.data import decode, transforms
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipConfig:
+    frames_per_clip: int = 16
+    frame_step: int = 4
+    target_fps: float = 0.0  # V-JEPA 2: 4 fps; 0 = fixed frame_step
+    crop_size: int = 224
+    crop_scale: tuple = (0.3, 1.0)
+    crop_ratio: tuple = (0.75, 1.35)
+    flip: bool = True
+    max_retries: int = 20
+
+
+class TfdsSource:
+    """A picklable random-access source over a built TFDS dataset (opened lazily per process)."""
+
+    def __init__(self, name: str, data_dir: str, split: str = 'train'):
+        self.name, self.data_dir, self.split = name, data_dir, split
+        self._source = None
+        self._len = len(self._open())
+
+    def _open(self):
+        if self._source is None:
+            import tensorflow_datasets as tfds
+
+            import vjepa_jax.data.builders  # noqa: F401  (registers the builders)
+            try:
+                self._source = tfds.data_source(self.name, data_dir=self.data_dir, split=self.split, download=False)
+            except Exception as e:
+                raise FileNotFoundError(f'dataset {self.name!r} ({self.split}) not found under {self.data_dir}: build it '
+                                        f'with python -m vjepa_jax.data.build ({type(e).__name__})') from None
+        return self._source
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, i):
+        return self._open()[int(i)]
+
+    def __getstate__(self):
+        return {**self.__dict__, '_source': None}
+
+
+def load_clip(record: dict, rng: np.random.Generator, cfg: ClipConfig) -> np.ndarray:
+    """One training clip (T, S, S, 3) float32 from a record; raises decode.DecodeError."""
+    if 'image' in record:
+        frames = np.repeat(np.asarray(record['image'])[None], cfg.frames_per_clip, axis=0)
+    else:
+        name = record['path'].decode() if isinstance(record.get('path'), bytes) else str(record.get('path', 'video'))
+        step = clip_rules.frame_step(float(record['fps']), cfg.frames_per_clip, cfg.frame_step, cfg.target_fps)
+        idx = clip_rules.clip_indices(int(record['num_frames']), cfg.frames_per_clip, step, 1, rng)[0]
+        frames = decode.decode_frames(record['video'], idx, name=name)
+    return transforms.train_transform(frames, rng, cfg.crop_size, cfg.crop_scale, cfg.crop_ratio, cfg.flip)
+
+
+class LoadClip(grain.transforms.RandomMap):
+    """(dataset id, record index) -> {'clips', 'label', 'skipped'}; corrupt records replaced."""
+
+    def __init__(self, sources: Sequence[TfdsSource], cfg: ClipConfig):
+        self.sources, self.cfg = list(sources), cfg
+
+    def random_map(self, element, rng: np.random.Generator):
+        ds_id, index = element
+        source, errors = self.sources[ds_id], []
+        for _ in range(self.cfg.max_retries):
+            record = source[index]
+            try:
+                return {'clips': load_clip(record, rng, self.cfg), 'label': np.int32(record.get('label', -1)),
+                        'skipped': np.int32(len(errors))}
+            except decode.DecodeError as e:
+                errors.append(str(e))
+                index = int(rng.integers(len(source)))
+        raise RuntimeError(f'{self.cfg.max_retries} unreadable records in a row in {source.name}: '
+                           f'{errors[:3]}: rebuild the dataset (python -m vjepa_jax.data.build)')
+
+
+class AddMasks:
+    """Batch (at position `step`) -> batch with 'masks' [(ctx, tgt) per generator]."""
+
+    def __init__(self, sampler, stream: int = 0):
+        self.sampler, self.stream = sampler, stream
+
+    def __call__(self, step, batch):
+        batch['masks'] = self.sampler(step, batch['clips'].shape[0], stream=self.stream)
+        batch['skipped'] = np.int32(batch['skipped'].sum())
+        return batch
+
+
+def make_dataset(sources: Sequence[TfdsSource], weights: Sequence[float] | None, cfg: ClipConfig, *,
+                 batch_size: int, mask_sampler, seed: int, shard_index: int = 0, shard_count: int = 1,
+                 num_workers: int = 0, start_step: int = 0) -> grain.IterDataset:
+    """The per-host pipeline; batch_size is this host's share of the global batch."""
+    parts = []
+    for k, src in enumerate(sources):
+        parts.append(grain.MapDataset.range(len(src)).shuffle(seed=seed + 1000 * k).repeat()
+                     .map(lambda i, k=k: (k, i)))
+    ds = parts[0] if len(parts) == 1 and not weights else grain.MapDataset.mix(parts, weights)
+    ds = ds[shard_index::shard_count]
+    ds = ds.random_map(LoadClip(sources, cfg), seed=seed)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.map_with_index(AddMasks(mask_sampler, stream=shard_index))
+    ds = ds[start_step:]
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
+    if num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return it
