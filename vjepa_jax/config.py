@@ -12,6 +12,10 @@ import os
 import ml_collections
 
 
+class UsageError(ValueError):
+    """A wrong setting or input the user can fix; the entry point prints it as one line."""
+
+
 def mask_generator(num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal_scale=(1.0, 1.0),
                    max_temporal_keep=1.0):
     return ml_collections.ConfigDict(dict(
@@ -48,8 +52,15 @@ def base_config() -> ml_collections.ConfigDict:
         ema=(0.998, 1.0), clip_grad=10.0, betas=(0.9, 0.999), eps=1e-8,
     ))
     c.data = ml_collections.ConfigDict(dict(
-        source='synthetic',       # generated moving-shape clips (vjepa_jax/data/synthetic.py)
+        datasets='',              # TFDS names, comma-separated ('kinetics/k400,ssv2'); '' = generated clips
+        weights='',               # mixture weights, comma-separated ('0.7,0.3'); '' = one dataset
+        data_dir='',              # where python -m vjepa_jax.data.build wrote them
+        split='train',
         global_batch_size=3072,   # 24 per GPU x 128 A100
+        frame_step=4,             # 16 frames x step 4 = a 64-frame span
+        target_fps=0.0,           # V-JEPA 2: 4.0 (step = ceil(fps) // 4); 0 = frame_step
+        crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.35), flip=True,
+        num_workers=0,            # grain worker processes (0: decode in the main process)
     ))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=0,              # 0: epochs * ipe

@@ -71,7 +71,11 @@ def main(argv):
         print(config)
         return
     from vjepa_jax import train
-    train.train(config, FLAGS.workdir)
+    from vjepa_jax.config import UsageError
+    try:
+        train.train(config, FLAGS.workdir)
+    except (UsageError, FileNotFoundError) as e:
+        raise SystemExit(f'error: {e}')
 
 
 OVERRIDES: dict = {}

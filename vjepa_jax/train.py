@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from vjepa_jax import jepa, masks, metrics, optim
+from vjepa_jax.config import UsageError
 from vjepa_jax.data import synthetic
 from vjepa_jax.models.predictor import Predictor
 from vjepa_jax.models.vit import VIT_VARIANTS, vit
@@ -111,6 +112,32 @@ def make_trainer(config) -> Trainer:
                    loss_exp=config.loss.loss_exp, grid=encoder.grid)
 
 
+def data_iterator(config, sampler, start_step: int = 0):
+    """Yields (clips (B, T, H, W, 3) float32, masks, skipped records) per step, this host's share."""
+    d, m, batch = config.data, config.model, config.data.global_batch_size
+    if batch % jax.process_count():
+        raise UsageError(f'data.global_batch_size {batch} does not divide over {jax.process_count()} hosts')
+    local = batch // jax.process_count()
+    if not d.datasets:
+        for step in range(start_step, 1 << 62):
+            clips = synthetic.synthetic_batch(config.seed, step, local, m.num_frames, m.img_size, jax.process_index())
+            yield clips, sampler(step, local, stream=jax.process_index()), 0
+    from vjepa_jax.data import pipeline
+    names = [n.strip() for n in d.datasets.split(',') if n.strip()]
+    weights = [float(w) for w in d.weights.split(',')] if d.weights else None
+    if weights is not None and len(weights) != len(names):
+        raise UsageError(f'data.weights {d.weights!r} has {len(weights)} values for {len(names)} datasets {names}')
+    sources = [pipeline.TfdsSource(n, d.data_dir or None, d.split) for n in names]
+    clip_cfg = pipeline.ClipConfig(frames_per_clip=m.num_frames, frame_step=d.frame_step, target_fps=d.target_fps,
+                                   crop_size=m.img_size, crop_scale=tuple(d.crop_scale), crop_ratio=tuple(d.crop_ratio),
+                                   flip=d.flip)
+    ds = pipeline.make_dataset(sources, weights, clip_cfg, batch_size=local, mask_sampler=sampler, seed=config.seed,
+                               shard_index=jax.process_index(), shard_count=jax.process_count(),
+                               num_workers=d.num_workers, start_step=start_step)
+    for b in ds:
+        yield b['clips'], b['masks'], int(b['skipped'])
+
+
 def count_params(tree) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
@@ -127,23 +154,36 @@ def train(config, workdir: str, log: Callable = print) -> dict:
     num_masks = len(config.mask.generators)
     total = config.train.num_steps or trainer.schedules.total_steps
     batch = config.data.global_batch_size
-    if config.data.source != 'synthetic':
-        raise ValueError(f"data.source {config.data.source!r}: only 'synthetic' is available in this version")
     m = config.model
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ('data',))
+    if batch % mesh.size:
+        raise UsageError(f'data.global_batch_size {batch} does not divide over {mesh.size} devices: '
+                         f'use a multiple of {mesh.size}')
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
 
-    state = jax.jit(lambda: trainer.init(config.seed, m, num_masks))()
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def to_global(x):
+        return jax.make_array_from_process_local_data(batch_sharding, np.asarray(x))
+
+    state = jax.jit(lambda: trainer.init(config.seed, m, num_masks), out_shardings=replicated)()
+
     log(f'encoder {count_params(state["params"]["encoder"]) / 1e6:.2f}M params, predictor '
         f'{count_params(state["params"]["predictor"]) / 1e6:.2f}M, grid {trainer.grid}, '
         f'mask counts (context, target) {sampler.counts}')
-    step_fn = jax.jit(trainer.train_step, donate_argnums=(0,))
+    step_fn = jax.jit(trainer.train_step, donate_argnums=(0,), out_shardings=(replicated, replicated))
     writer = metrics.JsonlWriter(workdir)
     progress = metrics.Progress(total, batch)
     t_start = time.time()
+    skipped = 0
+    data = data_iterator(config, sampler)
     for step in range(total):
-        clips = synthetic.synthetic_batch(config.seed, step, batch, m.num_frames, m.img_size)
-        state, out = step_fn(state, jnp.asarray(clips), sampler(step, batch))
+        clips, mask_list, n_skipped = next(data)
+        skipped += n_skipped
+        state, out = step_fn(state, to_global(clips), jax.tree.map(to_global, mask_list))
         if step % config.train.log_every == 0 or step == total - 1:
             out = jax.device_get(out)
+            out['skipped_records'] = skipped
             if not np.isfinite(out['loss']):
                 raise FloatingPointError(f'loss is {out["loss"]} at step {step}: stopping (lower optim.lr?)')
             writer.write(step, out)

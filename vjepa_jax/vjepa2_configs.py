@@ -12,6 +12,8 @@ def pretrain(name: str):
     c.model.update(variant=VARIANTS[name], img_size=256, pos_embed='rope', rope_form='tiled',
                    rescale_init=True, pred_num_heads=12, remat_policy='full')
     c.data.global_batch_size = 24 * 128  # 24 per GPU x 16 nodes x 8
+    c.data.target_fps = 4.0
+    c.data.weights = '0.335,0.100,0.565'  # K710, SSv2, HowTo100M (set data.datasets to your builds)
     c.optim.update(epochs=PRETRAIN_EPOCHS[name], warmup=40, start_lr=1e-4, lr=5.25e-4, final_lr=5.25e-4,
                    weight_decay=0.04, final_weight_decay=0.04, ema=(0.99925, 0.99925), clip_grad=0.0)
     return c
