@@ -43,6 +43,9 @@ def main(argv=None):
         b = build(args.builder, args.data_dir, args.csv, args.val_csv, args.manual_dir, args.config)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f'error: {e}')
+    if not b.written:
+        print(f'{b.name}: already built in {b.data_dir} (delete that folder to build again)')
+        return 0
     log = b.write_build_log()
     for split, n in b.written.items():
         print(f'{b.name} {split}: {n} records written')

@@ -1,0 +1,241 @@
+"""Video data: real mp4/webm files made here, TFDS builds, decoding, clip rules, transforms,
+the grain pipeline (determinism, resume, mixtures, corrupt records, workers), training on it."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from vjepa_jax import masks
+from vjepa_jax.data import build, builders, clips, decode, pipeline, transforms
+
+
+def coded_frames(n, h=48, w=64):
+    """Frame i shows i in two flat halves: left (i // 16) * 16 + 8, right (i % 16) * 16 + 8."""
+    f = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        f[i, :, :w // 2] = (i // 16) * 16 + 8
+        f[i, :, w // 2:] = (i % 16) * 16 + 8
+    return f
+
+
+def frame_ids(frames):
+    w = frames.shape[2]
+    hi = np.round((frames[:, 8:-8, 4:w // 2 - 4].mean((1, 2, 3)) - 8) / 16)
+    lo = np.round((frames[:, 8:-8, w // 2 + 4:-4].mean((1, 2, 3)) - 8) / 16)
+    return (hi * 16 + lo).astype(int)
+
+
+@pytest.fixture(scope='module')
+def videos(tmp_path_factory):
+    """A folder of real videos plus bad files, and the 'path label' list of the original's format."""
+    root = tmp_path_factory.mktemp('videos')
+    lines = []
+    for i, (n, ext) in enumerate([(150, 'mp4'), (90, 'webm'), (40, 'mp4'), (200, 'webm')]):
+        path = root / f'good{i}.{ext}'
+        decode.encode_video(coded_frames(n), str(path), fps=30)
+        lines.append(f'{path} {i % 2}')
+    (root / 'empty.mp4').write_bytes(b'')
+    (root / 'trunc.mp4').write_bytes((root / 'good0.mp4').read_bytes()[:3000])
+    (root / 'text.mp4').write_text('this is not a video\n' * 100)
+    lines += [f'{root}/empty.mp4 0', f'{root}/trunc.mp4 1', f'{root}/text.mp4 0', f'{root}/missing.mp4 1']
+    (root / 'list.csv').write_text('\n'.join(lines) + '\n')
+    return root
+
+
+@pytest.fixture(scope='module')
+def built(videos, tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp('tfds'))
+    b = build.build('video_csv', data_dir, csv=str(videos / 'list.csv'))
+    b.write_build_log()
+    return data_dir, b
+
+
+def test_build_skips_counts_and_names_bad_files(built, videos):
+    data_dir, b = built
+    assert b.written == {'train': 4}
+    reasons = {os.path.basename(p): r for _, p, r in b.skipped}
+    assert set(reasons) == {'empty.mp4', 'trunc.mp4', 'text.mp4', 'missing.mp4'}
+    assert reasons['missing.mp4'] == 'missing file' and 'under 1024' in reasons['empty.mp4']
+    log = open(os.path.join(b.data_dir, 'build_log.txt')).read()
+    assert '# train: 4 records written' in log and 'text.mp4' in log
+    src = tfds.data_source('video_csv', data_dir=data_dir, split='train')
+    rows = sorted((src[i]['num_frames'], float(src[i]['fps']), src[i]['height'], src[i]['width']) for i in range(4))
+    assert rows == [(40, 30.0, 48, 64), (90, 30.0, 48, 64), (150, 30.0, 48, 64), (200, 30.0, 48, 64)]
+
+
+def test_build_cli_summary(videos, tmp_path, capsys):
+    assert build.main(['--builder=video_csv', f'--csv={videos}/list.csv', f'--data_dir={tmp_path}']) == 0
+    out = capsys.readouterr().out
+    assert 'train: 4 records written' in out and '4 files skipped' in out and 'missing.mp4: missing file' in out
+    with pytest.raises(SystemExit, match='not found'):
+        build.main(['--builder=video_csv', '--csv=/nonexistent.csv', f'--data_dir={tmp_path}/other'])
+
+
+def test_decoded_frames_follow_the_original_clip_rule(built):
+    data_dir, _ = built
+    src = tfds.data_source('video_csv', data_dir=data_dir, split='train')
+    for i in range(4):
+        rec = src[i]
+        rng = np.random.default_rng(i)
+        idx = clips.clip_indices(int(rec['num_frames']), 16, 4, 1, rng)[0]
+        got = frame_ids(decode.decode_frames(rec['video'], idx))
+        np.testing.assert_array_equal(got, np.minimum(idx, rec['num_frames'] - 1))
+
+
+def test_clip_index_rules_by_hand():
+    class Fixed:  # the original draws end = randint(span, partition)
+        def integers(self, lo, hi):
+            assert (lo, hi) == (64, 300)
+            return 100
+    idx = clips.clip_indices(300, 16, 4, 1, Fixed())[0]
+    np.testing.assert_array_equal(idx, np.clip(np.linspace(36, 100, 16), 36, 99).astype(int))
+    short = clips.clip_indices(40, 16, 4, 1, np.random.default_rng(0))[0]  # 10 frames at step ~4.4, then padded
+    np.testing.assert_array_equal(short, np.r_[np.linspace(0, 40, 10).astype(int)[:-1], 39, [39] * 6])
+    three = clips.clip_indices(600, 16, 4, 3, random=False)  # segments: first window of each third
+    np.testing.assert_array_equal(three[:, 0], [0, 200, 400])
+    assert clips.frame_step(29.97, 16, target_fps=4) == 7 and clips.frame_step(25, 16, duration=2.56) == 4
+
+
+def test_crop_statistics_and_fallback():
+    rng = np.random.default_rng(0)
+    boxes = np.array([transforms.crop_box(rng, 256, 340) for _ in range(4000)])
+    area = boxes[:, 2] * boxes[:, 3] / (256 * 340)
+    aspect = boxes[:, 3] / boxes[:, 2]
+    # uniform area in (0.3, 1) (median 0.65), less the large crops that do not fit and are redrawn
+    assert area.min() > 0.29 and area.max() <= 1.0 and 0.45 < np.median(area) < 0.65
+    assert aspect.min() > 0.7 and aspect.max() < 1.42
+    # where every draw fits (square frame, scale <= 0.5): area uniform, aspect log-uniform
+    fit = np.array([transforms.crop_box(rng, 256, 256, scale=(0.3, 0.5)) for _ in range(4000)])
+    assert abs(np.mean(fit[:, 2] * fit[:, 3] / 256 ** 2) - 0.4) < 0.01
+    log_aspect = np.log(fit[:, 3] / fit[:, 2])
+    assert abs(np.mean(log_aspect) - np.mean(np.log([0.75, 1.35]))) < 0.01
+    assert abs(np.std(log_aspect) - np.log(1.35 / 0.75) / np.sqrt(12)) < 0.01
+    assert (boxes[:, 0] + boxes[:, 2] <= 256).all() and (boxes[:, 1] + boxes[:, 3] <= 340).all()
+    assert transforms.crop_box(rng, 10, 400, scale=(0.9, 1.0)) == (0, (400 - 14) // 2, 10, 14)  # centre fallback
+
+
+def test_transforms_resize_flip_normalise_and_eval_views():
+    clip = np.tile(np.arange(8, dtype=np.uint8)[None, None, :, None] * 30, (2, 4, 1, 3))  # (2, 4, 8, 3) ramp
+    up = transforms.resize(clip, 4, 16)
+    np.testing.assert_allclose(up[0, 0, :4, 0], [0, 7.5, 22.5, 37.5])  # torch bilinear, align_corners=False
+    out = transforms.train_transform(np.full((3, 32, 32, 3), 124, np.uint8), np.random.default_rng(0), size=16)
+    assert out.shape == (3, 16, 16, 3) and abs(float(out[..., 0].mean()) - (124 - 123.675) / 58.395) < 1e-4
+    views = transforms.eval_views(np.random.default_rng(0).integers(0, 255, (2, 32, 64, 3)).astype(np.uint8), 16)
+    assert views.shape == (3, 2, 16, 16, 3)
+    assert not np.allclose(views[0], views[2])
+
+
+def make(sources, *, weights=None, seed=0, batch=4, workers=0, start=0):
+    cfg = pipeline.ClipConfig(frames_per_clip=8, frame_step=2, crop_size=32)
+    sampler = masks.MultiBlockMaskSampler((4, 2, 2), [masks.BlockSpec(num_blocks=1, spatial_scale=(0.25, 0.25))])
+    return pipeline.make_dataset(sources, weights, cfg, batch_size=batch, mask_sampler=sampler, seed=seed,
+                                 num_workers=workers, start_step=start)
+
+
+def test_pipeline_determinism_and_exact_resume(built):
+    src = pipeline.TfdsSource('video_csv', built[0])
+    it = iter(make([src]))
+    first = [next(it) for _ in range(3)]
+    again = iter(make([src]))
+    assert all(np.array_equal(a['clips'], b['clips']) for a, b in zip(first, [next(again) for _ in range(3)]))
+    other = next(iter(make([src], seed=1)))
+    assert not np.array_equal(other['clips'], first[0]['clips'])
+    state = it.get_state()
+    want = [next(it) for _ in range(2)]
+    resumed = iter(make([src]))
+    resumed.set_state(json.loads(json.dumps(state)))  # the state survives a JSON round trip
+    got = [next(resumed) for _ in range(2)]
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a['clips'], b['clips'])
+        np.testing.assert_array_equal(a['masks'][0][0], b['masks'][0][0])
+    by_step = next(iter(make([src], start=3)))  # starting at a step gives that step's batch
+    np.testing.assert_array_equal(by_step['clips'], want[0]['clips'])
+    assert first[0]['clips'].shape == (4, 8, 32, 32, 3) and first[0]['skipped'] == 0
+
+
+def test_multiprocess_workers_give_the_same_batches(built):
+    src = pipeline.TfdsSource('video_csv', built[0])
+    single = iter(make([src]))
+    multi = iter(make([src], workers=2))
+    for _ in range(2):
+        np.testing.assert_array_equal(next(single)['clips'], next(multi)['clips'])
+
+
+class LabelSet(builders.VideoCsv):
+    """Same videos, every label set to `label` (to tell mixture members apart)."""
+    label_value = 0
+
+    def _items(self, manual_dir):
+        return {s: [(k, p, self.label_value) for k, p, _ in rows] for s, rows in super()._items(manual_dir).items()}
+
+
+class MixA(LabelSet):
+    label_value = 10
+
+
+class MixB(LabelSet):
+    label_value = 20
+
+
+class UncheckedCsv(builders.VideoCsv):
+    """Writes every listed file WITHOUT probing: a dataset with corrupt records for read-time tests."""
+
+    def _generate_examples(self, split, items):
+        for key, path, label in items:
+            if os.path.exists(path):
+                yield key, dict(video=open(path, 'rb').read(), label=label, id=key, path=path, num_frames=60,
+                                fps=30.0, duration=2.0, height=48, width=64)
+
+
+def test_mixture_proportions(videos, tmp_path):
+    for cls in (MixA, MixB):
+        cls(data_dir=str(tmp_path), csv=str(videos / 'list.csv')).download_and_prepare()
+    srcs = [pipeline.TfdsSource('mix_a', str(tmp_path)), pipeline.TfdsSource('mix_b', str(tmp_path))]
+    it = iter(make(srcs, weights=[0.75, 0.25]))
+    labels = np.concatenate([next(it)['label'] for _ in range(10)])
+    assert (labels == 10).sum() == 30 and (labels == 20).sum() == 10
+
+
+def test_corrupt_records_at_read_time_are_skipped_and_counted(videos, tmp_path):
+    UncheckedCsv(data_dir=str(tmp_path), csv=str(videos / 'list.csv')).download_and_prepare()
+    src = pipeline.TfdsSource('unchecked_csv', str(tmp_path))
+    assert len(src) == 7  # 4 good + empty + truncated + text
+    it = iter(make([src]))
+    batches = [next(it) for _ in range(6)]
+    assert sum(int(b['skipped']) for b in batches) > 0
+    assert all(np.isfinite(b['clips']).all() for b in batches)
+
+
+class Images(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(dict(
+            image=tfds.features.Tensor(shape=(40, 40, 3), dtype=np.uint8), label=tfds.features.Scalar(np.int64))))
+
+    def _split_generators(self, dl_manager):
+        return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+        rng = np.random.default_rng(0)
+        for i in range(5):
+            yield i, dict(image=rng.integers(0, 255, (40, 40, 3)).astype(np.uint8), label=i)
+
+
+def test_images_are_repeated_into_clips(tmp_path):
+    Images(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+    batch = next(iter(make([pipeline.TfdsSource('images', str(tmp_path))])))
+    assert batch['clips'].shape == (4, 8, 32, 32, 3)
+    np.testing.assert_array_equal(batch['clips'][:, 0], batch['clips'][:, 7])
+
+
+def test_training_on_a_built_dataset(built, tmp_path):
+    from helpers import config
+    from vjepa_jax import train
+    cfg = config('tiny', **{'data.datasets': 'video_csv', 'data.data_dir': built[0], 'train.num_steps': 3,
+                            'train.log_every': 1})
+    train.train(cfg, str(tmp_path), log=lambda *_: None)
+    rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert len(rows) == 3 and rows[-1]['skipped_records'] == 0 and np.isfinite(rows[-1]['loss'])
