@@ -120,6 +120,10 @@ def test_transforms_resize_flip_normalise_and_eval_views():
     clip = np.tile(np.arange(8, dtype=np.uint8)[None, None, :, None] * 30, (2, 4, 1, 3))  # (2, 4, 8, 3) ramp
     up = transforms.resize(clip, 4, 16)
     np.testing.assert_allclose(up[0, 0, :4, 0], [0, 7.5, 22.5, 37.5])  # torch bilinear, align_corners=False
+    frames = np.random.default_rng(0).integers(0, 255, (2, 50, 70, 3)).astype(np.uint8)
+    for h, w in ((32, 32), (120, 90)):  # down and up: the fast path equals the NumPy reference
+        np.testing.assert_allclose(transforms.resize(frames, h, w), transforms.resize_reference(frames, h, w),
+                                   atol=1e-3)
     out = transforms.train_transform(np.full((3, 32, 32, 3), 124, np.uint8), np.random.default_rng(0), size=16)
     assert out.shape == (3, 16, 16, 3) and abs(float(out[..., 0].mean()) - (124 - 123.675) / 58.395) < 1e-4
     views = transforms.eval_views(np.random.default_rng(0).integers(0, 255, (2, 32, 64, 3)).astype(np.uint8), 16)

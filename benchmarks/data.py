@@ -1,0 +1,120 @@
+"""Input-pipeline speed: 16 x 224 pretraining clips/s from mp4, per grain worker count, next
+to the raw decode speed of the same clips measured in the same run (PyAV, and OpenCV and
+decord when installed), so the pipeline's overhead is a ratio.
+
+  python benchmarks/data.py [--videos 8 --frames 300 --size 256 --workers 0 1 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def make_videos(folder, n, frames, size):
+    from vjepa_jax.data import decode, synthetic
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        path = os.path.join(folder, f'v{i}.mp4')
+        clip = synthetic.render_clip(rng, frames, size)
+        clip = np.concatenate([clip, clip[:, :, : size // 3 // 2 * 2]], axis=2)  # like Kinetics 340 x 256
+        decode.encode_video(clip, path, fps=30)
+        lines.append(f'{path} {i % 4}')
+    with open(os.path.join(folder, 'list.csv'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return [line.split()[0] for line in lines]
+
+
+def raw_decode_rates(paths, num_frames, clips_per_video=4):
+    """clips/s of decoding the frames of the original's clip rule, per decoder, one process."""
+    from vjepa_jax.data import clips, decode
+    rng = np.random.default_rng(0)
+    jobs = []
+    for p in paths:
+        data = open(p, 'rb').read()
+        info = decode.probe(data)
+        for _ in range(clips_per_video):
+            jobs.append((p, data, clips.clip_indices(info.num_frames, num_frames, 4, 1, rng)[0]))
+    rates = {}
+    t = time.time()
+    for _, data, idx in jobs:
+        decode.decode_frames(data, idx)
+    rates['pyav'] = len(jobs) / (time.time() - t)
+    try:
+        import cv2
+        t = time.time()
+        for p, _, idx in jobs:
+            cap = cv2.VideoCapture(p)
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(idx[0]))
+            frames, pos = [], int(idx[0])
+            for want in idx:
+                while pos <= want:
+                    ok, frame = cap.read()
+                    pos += 1
+                frames.append(frame)
+            cap.release()
+        rates['opencv'] = len(jobs) / (time.time() - t)
+    except ImportError:
+        pass
+    try:
+        import decord
+        t = time.time()
+        for p, _, idx in jobs:
+            decord.VideoReader(p, num_threads=1).get_batch(list(idx)).asnumpy()
+        rates['decord'] = len(jobs) / (time.time() - t)
+    except Exception as e:  # not installed, or no wheel for this platform
+        print(f'decord: not measured ({type(e).__name__})')
+    return rates
+
+
+def pipeline_rate(data_dir, workers, batch, num_frames, size, batches):
+    from vjepa_jax import masks
+    from vjepa_jax.data import pipeline
+    src = pipeline.TfdsSource('video_csv', data_dir)
+    cfg = pipeline.ClipConfig(frames_per_clip=num_frames, frame_step=4, crop_size=size)
+    sampler = masks.MultiBlockMaskSampler((num_frames // 2, size // 16, size // 16), seed=0)
+    it = iter(pipeline.make_dataset([src], None, cfg, batch_size=batch, mask_sampler=sampler, seed=0,
+                                    num_workers=workers))
+    next(it)  # start-up (worker spawn) not counted
+    t = time.time()
+    for _ in range(batches):
+        next(it)
+    return batches * batch / (time.time() - t)
+
+
+def main():
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--videos', type=int, default=8)
+    ap.add_argument('--frames', type=int, default=300)
+    ap.add_argument('--size', type=int, default=256)
+    ap.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--batches', type=int, default=6)
+    args = ap.parse_args()
+    from vjepa_jax.data import build
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_videos(tmp, args.videos, args.frames, args.size)
+        b = build.build('video_csv', os.path.join(tmp, 'tfds'), csv=os.path.join(tmp, 'list.csv'))
+        print(f'{b.written["train"]} mp4 videos, {args.frames} frames at 30 fps, {args.size + args.size // 3 // 2 * 2}x'
+              f'{args.size}; clips of 16 frames, step 4, cropped to 224')
+        rates = raw_decode_rates(paths, 16)
+        for name, r in rates.items():
+            print(f'raw decode, {name:7s}: {r:7.1f} clips/s (1 process)')
+        base = rates['pyav']
+        for w in args.workers:
+            r = pipeline_rate(os.path.join(tmp, 'tfds'), w, args.batch, 16, 224, args.batches)
+            print(f'pipeline, {w} worker(s): {r:7.1f} clips/s = {r / base:.2f} x raw PyAV decode '
+                  f'(decode + crop + resize + flip + normalise + masks + batch)')
+
+
+if __name__ == '__main__':
+    main()
