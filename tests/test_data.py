@@ -243,3 +243,41 @@ def test_training_on_a_built_dataset(built, tmp_path):
     train.train(cfg, str(tmp_path), log=lambda *_: None)
     rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
     assert len(rows) == 3 and rows[-1]['skipped_records'] == 0 and np.isfinite(rows[-1]['loss'])
+
+
+def test_kinetics_builder_from_the_official_layout(videos, tmp_path):
+    manual = tmp_path / 'k400'
+    (manual / 'annotations').mkdir(parents=True)
+    (manual / 'train' / 'abseiling').mkdir(parents=True)
+    rows = ['label,youtube_id,time_start,time_end,split']
+    for i, (label, yid) in enumerate([('abseiling', 'aaa'), ('zumba', 'bbb'), ('abseiling', 'ccc')]):
+        name = f'{yid}_{i * 10:06d}_{i * 10 + 10:06d}.mp4'
+        target = manual / 'train' / ('abseiling' if label == 'abseiling' else '') / name
+        target.write_bytes((videos / 'good0.mp4').read_bytes())
+        rows.append(f'{label},{yid},{i * 10},{i * 10 + 10},train')
+    rows.append('zumba,missing,0,10,train')
+    (manual / 'annotations' / 'train.csv').write_text('\n'.join(rows) + '\n')
+    b = build.build('kinetics', str(tmp_path / 'data'), manual_dir=str(manual), config='k400')
+    assert b.written == {'train': 3} and [os.path.basename(p) for _, p, _ in b.skipped] == ['missing_000000_000010.mp4']
+    src = tfds.data_source('kinetics/k400', data_dir=str(tmp_path / 'data'), split='train')
+    assert sorted((src[i]['id'].decode(), int(src[i]['label'])) for i in range(3)) == [
+        ('aaa_000000_000010', 0), ('bbb_000010_000020', 1), ('ccc_000020_000030', 0)]
+
+
+def test_ssv2_builder_from_its_json_files(videos, tmp_path):
+    manual = tmp_path / 'ssv2'
+    (manual / 'videos').mkdir(parents=True)
+    for vid in ('11', '12'):
+        (manual / 'videos' / f'{vid}.webm').write_bytes((videos / 'good1.webm').read_bytes())
+    (manual / 'something-something-v2-labels.json').write_text(json.dumps(
+        {'Holding something': '0', 'Pushing something from left to right': '1'}))
+    (manual / 'something-something-v2-train.json').write_text(json.dumps([
+        {'id': '11', 'label': 'holding a pen', 'template': 'Holding [something]', 'placeholders': ['a pen']},
+        {'id': '12', 'label': 'pushing a cup', 'template': 'Pushing [something] from left to right',
+         'placeholders': ['a cup']}]))
+    b = build.build('ssv2', str(tmp_path / 'data'), manual_dir=str(manual))
+    assert b.written == {'train': 2} and not b.skipped
+    src = tfds.data_source('ssv2', data_dir=str(tmp_path / 'data'), split='train')
+    assert sorted((src[i]['id'].decode(), int(src[i]['label'])) for i in range(2)) == [('11', 0), ('12', 1)]
+    with pytest.raises(FileNotFoundError, match='something-something-v2-labels.json'):
+        build.build('ssv2', str(tmp_path / 'data2'), manual_dir=str(tmp_path))
