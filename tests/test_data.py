@@ -82,6 +82,9 @@ def test_decoded_frames_follow_the_original_clip_rule(built):
         idx = clips.clip_indices(int(rec['num_frames']), 16, 4, 1, rng)[0]
         got = frame_ids(decode.decode_frames(rec['video'], idx))
         np.testing.assert_array_equal(got, np.minimum(idx, rec['num_frames'] - 1))
+        n = int(rec['num_frames'])
+        late = frame_ids(decode.decode_frames(rec['video'], [n - 10, n + 5, 3, n - 1]))
+        np.testing.assert_array_equal(late, [n - 10, n - 1, 3, n - 1])  # past the end: the last frame
 
 
 def test_clip_index_rules_by_hand():

@@ -8,6 +8,7 @@ Frame indices are positions in display order, 0-based, at the stream's average r
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 
@@ -43,11 +44,24 @@ def _open(data: bytes, name: str):
     return container
 
 
+@contextlib.contextmanager
+def _reading(data: bytes, name: str):
+    """The open container; any FFmpeg failure inside becomes a one-line DecodeError."""
+    container = _open(data, name)
+    try:
+        yield container
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f'{name}: decoding failed ({type(e).__name__}: {e})') from None
+    finally:
+        container.close()
+
+
 def probe(data: bytes, name: str = 'video') -> VideoInfo:
     """Count frames by demuxing every packet and decode the first and the last GOP, so empty,
     truncated and non-video files raise DecodeError here (at dataset build time)."""
-    container = _open(data, name)
-    try:
+    with _reading(data, name) as container:
         stream = container.streams.video[0]
         num_packets = sum(1 for packet in container.demux(stream) if packet.size > 0)
         fps = float(stream.average_rate or stream.guessed_rate or 0)
@@ -60,12 +74,6 @@ def probe(data: bytes, name: str = 'video') -> VideoInfo:
         decode_frames(data, [num_packets - 1], name=name, require_all=True)
         height, width = first.shape[1:3]
         return VideoInfo(num_frames=num_packets, fps=fps, duration=num_packets / fps, height=height, width=width)
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f'{name}: decoding failed ({type(e).__name__}: {e})') from None
-    finally:
-        container.close()
 
 
 def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, require_all: bool = False) -> np.ndarray:
@@ -76,8 +84,7 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
     (the original pads short videos with their last frame); require_all makes it an error."""
     indices = np.asarray(indices, np.int64)
     wanted = np.unique(indices)
-    container = _open(data, name)
-    try:
+    with _reading(data, name) as container:
         stream = container.streams.video[0]
         stream.thread_type = 'AUTO' if threads > 1 else 'SLICE'
         stream.thread_count = threads
@@ -101,22 +108,11 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
             raise DecodeError(f'{name}: no frames decoded')
         if require_all and len(got) < len(wanted):
             raise DecodeError(f'{name}: frames {sorted(set(wanted.tolist()) - set(got))[:5]} missing (truncated?)')
-        fill = got[max(got)] if got else last.to_ndarray(format='rgb24')
-        frames = []
-        for i in indices:
-            if i in got:
-                fill = got[i]
-                frames.append(got[i])
-            else:  # past the end (or a gap): the last frame before it
-                before = [k for k in got if k <= i]
-                frames.append(got[max(before)] if before else fill)
-        return np.stack(frames)
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f'{name}: decoding failed ({type(e).__name__}: {e})') from None
-    finally:
-        container.close()
+        if not got:  # every wanted index lies past the end: the last frame
+            got[-1] = last.to_ndarray(format='rgb24')
+        kept = np.array(sorted(got))
+        # each index reads its frame, or the last decoded frame before it (past the end)
+        return np.stack([got[kept[max(np.searchsorted(kept, i, side='right') - 1, 0)]] for i in indices])
 
 
 def encode_video(frames: np.ndarray, path: str, fps: int = 30, codec: str | None = None) -> None:
