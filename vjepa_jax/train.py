@@ -122,6 +122,7 @@ def data_iterator(config, sampler, start_step: int = 0):
         for step in range(start_step, 1 << 62):
             clips = synthetic.synthetic_batch(config.seed, step, local, m.num_frames, m.img_size, jax.process_index())
             yield clips, sampler(step, local, stream=jax.process_index()), 0
+        return
     from vjepa_jax.data import pipeline
     names = [n.strip() for n in d.datasets.split(',') if n.strip()]
     weights = [float(w) for w in d.weights.split(',')] if d.weights else None
@@ -160,7 +161,6 @@ def train(config, workdir: str, log: Callable = print) -> dict:
         raise UsageError(f'data.global_batch_size {batch} does not divide over {mesh.size} devices: '
                          f'use a multiple of {mesh.size}')
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     def to_global(x):

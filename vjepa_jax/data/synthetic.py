@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from vjepa_jax.data.transforms import normalize
 
 
 def render_clip(rng: np.random.Generator, num_frames: int, size: int) -> np.ndarray:
@@ -36,11 +35,6 @@ def render_clip(rng: np.random.Generator, num_frames: int, size: int) -> np.ndar
                     vel[axis] = -vel[axis]
                     pos[axis] = np.clip(pos[axis], radius, size - radius)
     return frames.astype(np.uint8)
-
-
-def normalize(clips_uint8: np.ndarray) -> np.ndarray:
-    """uint8 (..., 3) -> float32 with the ImageNet mean and std, as the original."""
-    return (clips_uint8.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
 def synthetic_batch(seed: int, step: int, batch_size: int, num_frames: int, size: int, stream: int = 0) -> np.ndarray:
