@@ -1,6 +1,7 @@
 """The one table between this project's parameter names and the original PyTorch names.
 
-JAX params are nested pure dicts (nnx.to_pure_dict(nnx.state(module))) of an encoder or predictor,
+JAX params are nested pure dicts (nnx.to_pure_dict(nnx.state(module))) of an encoder, a predictor,
+an action-conditioned predictor or an attentive probe,
 with unstacked blocks ({'blocks': {0: ..., 1: ...}}; see vit.unstack_blocks). Torch names
 are those of the released checkpoints without the 'module.backbone.' wrapper prefix.
 """
@@ -22,11 +23,15 @@ NAME_TABLE = (
 )
 FIXED_BUFFERS = ('pos_embed', 'predictor_pos_embed')  # computed, never trained
 
-# the original modules' registration order (state dicts and optimiser indices follow it)
-SECTIONS = ('pos_embed', 'patch_embed', 'blocks', 'norm', 'predictor_pos_embed', 'predictor_embed', 'mask_tokens',
-            'predictor_blocks', 'predictor_norm', 'predictor_proj')
+# the original modules' registration order (state dicts and optimiser indices follow it):
+# encoder, mask-token predictor, action-conditioned predictor, attentive probe
+SECTIONS = ('pos_embed', 'patch_embed', 'blocks', 'norm', 'predictor_pos_embed', 'predictor_embed', 'action_encoder',
+            'state_encoder', 'extrinsics_encoder', 'mask_tokens', 'predictor_blocks', 'predictor_norm',
+            'predictor_proj', 'pooler', 'verb_classifier', 'noun_classifier', 'action_classifier', 'linear')
 BLOCK_ORDER = ('norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias', 'attn.proj.weight', 'attn.proj.bias',
                'norm2.weight', 'norm2.bias', 'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+POOLER_ORDER = ('query_tokens', 'cross_attention_block', 'blocks')
+CROSS_BLOCK_ORDER = ('norm1', 'xattn.q', 'xattn.kv', 'xattn.proj', 'norm2', 'mlp.fc1', 'mlp.fc2')
 
 
 def original_order(torch_name: str) -> tuple:
@@ -34,10 +39,17 @@ def original_order(torch_name: str) -> tuple:
     parts = torch_name.split('.')
     section = SECTIONS.index(parts[0])
     if parts[0] in ('blocks', 'predictor_blocks'):
-        return section, int(parts[1]), BLOCK_ORDER.index('.'.join(parts[2:]))
+        return section, int(parts[1]), BLOCK_ORDER.index('.'.join(parts[2:])), 0
     if parts[0] == 'mask_tokens':
-        return section, int(parts[1]), 0
-    return section, 0, int(parts[-1] == 'bias')
+        return section, int(parts[1]), 0, 0
+    if parts[0] == 'pooler':
+        part = POOLER_ORDER.index(parts[1])
+        if parts[1] == 'blocks':
+            return section, part, int(parts[2]), BLOCK_ORDER.index('.'.join(parts[3:]))
+        if parts[1] == 'cross_attention_block':
+            return section, part, CROSS_BLOCK_ORDER.index('.'.join(parts[2:-1])), int(parts[-1] == 'bias')
+        return section, part, 0, 0
+    return section, 0, 0, int(parts[-1] == 'bias')
 
 
 def _flatten(tree, prefix=''):

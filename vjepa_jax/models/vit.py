@@ -176,17 +176,23 @@ def _layer_norm(dim, dtype, param_dtype, rngs, eps=1e-6):
     return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def attention(q, k, v, query_chunk: int = 0):
+def attention(q, k, v, query_chunk: int = 0, mask=None):
     """Softmax attention, q k v (B, N, heads, head_dim) -> (B, N, heads, head_dim).
+    mask: optional (Nq, Nk) bool, True where a query may attend to a key.
     query_chunk > 0: queries in blocks of that many, each block rematerialised in the
     backward pass, so the score matrix held at once is (B, heads, query_chunk, N), not N x N."""
     n = q.shape[1]
     if not query_chunk or n <= query_chunk:
-        return jax.nn.dot_product_attention(q, k, v)
+        return jax.nn.dot_product_attention(q, k, v, mask=None if mask is None else mask[None, None])
     pad = -n % query_chunk
     blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
     blocks = jnp.moveaxis(blocks.reshape(q.shape[0], -1, query_chunk, *q.shape[2:]), 1, 0)
-    out = jax.lax.map(jax.checkpoint(lambda qb: jax.nn.dot_product_attention(qb, k, v)), blocks)
+    if mask is None:
+        out = jax.lax.map(jax.checkpoint(lambda qb: jax.nn.dot_product_attention(qb, k, v)), blocks)
+    else:
+        mask_blocks = jnp.pad(mask, ((0, pad), (0, 0)), constant_values=True).reshape(-1, query_chunk, mask.shape[1])
+        out = jax.lax.map(jax.checkpoint(lambda a: jax.nn.dot_product_attention(a[0], k, v, mask=a[1][None, None])),
+                          (blocks, mask_blocks))
     return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n + pad, *q.shape[2:])[:, :n]
 
 
@@ -201,13 +207,13 @@ class Attention(nnx.Module):
         self.qkv = _linear(dim, 3 * dim, dtype, param_dtype, rngs)
         self.proj = _linear(dim, dim, dtype, param_dtype, rngs)
 
-    def __call__(self, x, coords=None):
-        """x (B, N, D), coords (B, N, 3) token (t, h, w) for RoPE -> (B, N, D)."""
+    def __call__(self, x, coords=None, mask=None):
+        """x (B, N, D), coords (B, N, 3) token (t, h, w) for RoPE, mask (N, N) bool -> (B, N, D)."""
         b, n, d = x.shape
         q, k, v = jnp.moveaxis(self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads), 2, 0)
         if self.rope_form is not None:
             q, k = apply_rope_3d(q, coords, self.rope_form), apply_rope_3d(k, coords, self.rope_form)
-        out = attention(q, k, v, self.query_chunk)  # (B, N, heads, head_dim)
+        out = attention(q, k, v, self.query_chunk, mask)  # (B, N, heads, head_dim)
         return self.proj(out.reshape(b, n, d))
 
 
@@ -221,30 +227,31 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm transformer block: x + attn(LN(x)); x + mlp(LN(x)). LayerNorm eps 1e-6."""
+    """Pre-norm transformer block: x + attn(LN(x)); x + mlp(LN(x)). LayerNorm eps 1e-6 (the
+    encoders and predictors; the attentive probes use torch's default 1e-5)."""
 
-    def __init__(self, dim, num_heads, mlp_ratio, *, rope_form=None, query_chunk=0, dtype=None,
+    def __init__(self, dim, num_heads, mlp_ratio, *, rope_form=None, query_chunk=0, norm_eps=1e-6, dtype=None,
                  param_dtype=jnp.float32, rngs):
-        self.norm1 = _layer_norm(dim, dtype, param_dtype, rngs)
+        self.norm1 = _layer_norm(dim, dtype, param_dtype, rngs, norm_eps)
         self.attn = Attention(dim, num_heads, rope_form=rope_form, query_chunk=query_chunk, dtype=dtype,
                               param_dtype=param_dtype, rngs=rngs)
-        self.norm2 = _layer_norm(dim, dtype, param_dtype, rngs)
+        self.norm2 = _layer_norm(dim, dtype, param_dtype, rngs, norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, x, coords=None):
-        x = x + self.attn(self.norm1(x), coords)
+    def __call__(self, x, coords=None, mask=None):
+        x = x + self.attn(self.norm1(x), coords, mask)
         return x + self.mlp(self.norm2(x))
 
 
 def make_blocks(depth, dim, num_heads, mlp_ratio, *, scan, rescale_init, rope_form, dtype, param_dtype, rngs,
-                query_chunk=0):
+                query_chunk=0, norm_eps=1e-6):
     """depth Blocks, either an nnx.List or ONE Block whose params carry a leading depth axis
     (for `run_blocks(scan=True)`). Both layouts hold identical values for the same rngs.
     rescale_init divides attn.proj and mlp.fc2 of layer i by sqrt(2 (i + 1)) (V-JEPA 2)."""
     blocks = []
     for i in range(depth):
-        blk = Block(dim, num_heads, mlp_ratio, rope_form=rope_form, query_chunk=query_chunk, dtype=dtype,
-                    param_dtype=param_dtype, rngs=rngs)
+        blk = Block(dim, num_heads, mlp_ratio, rope_form=rope_form, query_chunk=query_chunk, norm_eps=norm_eps,
+                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if rescale_init:
             for lin in (blk.attn.proj, blk.mlp.fc2):
                 lin.kernel.set_value(lin.kernel[...] / math.sqrt(2.0 * (i + 1)))
@@ -256,14 +263,15 @@ def make_blocks(depth, dim, num_heads, mlp_ratio, *, scan, rescale_init, rope_fo
     return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), first, *rest))
 
 
-def run_blocks(blocks, x, coords, *, scan: bool, remat_policy: str):
-    """Apply blocks (from make_blocks) to x (B, N, D); each block rematerialised by policy."""
+def run_blocks(blocks, x, coords, *, scan: bool, remat_policy: str, mask=None):
+    """Apply blocks (from make_blocks) to x (B, N, D); each block rematerialised by policy.
+    mask: optional (N, N) bool attention mask shared by every block."""
     if remat_policy not in REMAT_POLICIES:
         raise ValueError(f'remat_policy {remat_policy!r}: choose one of {sorted(REMAT_POLICIES)}')
 
     def layer(graphdef):
         def apply(state, h):
-            return nnx.merge(graphdef, state)(h, coords)
+            return nnx.merge(graphdef, state)(h, coords, mask)
         if remat_policy == 'none':
             return apply
         return jax.checkpoint(apply, policy=REMAT_POLICIES[remat_policy])

@@ -3,12 +3,18 @@
   python -m vjepa_jax.tools.convert_torch --checkpoint=vitl16.pth.tar --config=configs/pretrain/vitl16.py \\
       --output=DIR [--optimizer]        # DIR/checkpoints/<step>/: `vjepa_jax.main --workdir=DIR` resumes there
   python -m vjepa_jax.tools.convert_torch --to_torch --workdir=DIR --config=... --output=out.pth.tar
+  python -m vjepa_jax.tools.convert_torch --checkpoint=k400-probe.pth.tar --output=DIR   # attentive probe
+  python -m vjepa_jax.tools.convert_torch --checkpoint=vjepa2-ac-vitg.pt --config=configs/pretrain/vjepa2_vitg16.py \
+      --output=DIR                      # V-JEPA 2-AC: encoder + action-conditioned predictor
 
 No PyTorch needed (torch_io reads the zip of pickled tensors with a restricted unpickler).
 Names go through models/torch_names.py; any missing or unexpected tensor stops the
 conversion with the full list. The optimiser's AdamW moments are mapped back to names by
 the original's parameter-group order: weights (not 'bias', not 1-D) of the encoder, then of
 the predictor, then the biases / 1-D tensors of each, each in state-dict order.
+Probes and the AC predictor are written as params checkpoints (vjepa_jax/pretrained.py loads
+them); their shapes (width, depth, heads' classes, action size) are read from the file, and
+only what a file cannot tell (attention heads, extrinsics) comes from flags.
 """
 from __future__ import annotations
 
@@ -159,6 +165,132 @@ def find_adam(opt_state) -> optax.ScaleByAdamState:
 
 
 # ----------------------------------------------------------------------------------------
+# Attentive probes and the action-conditioned predictor (params checkpoints)
+# ----------------------------------------------------------------------------------------
+KINDS = ('auto', 'pretrain', 'probe', 'ac')
+PROBE_HEADS = ('verb_classifier', 'noun_classifier', 'action_classifier', 'linear')  # query i feeds the i-th present
+
+
+def checkpoint_kind(checkpoint: dict) -> str:
+    """'probe' (an evaluation's classifier), 'ac' (V-JEPA 2-AC) or 'pretrain'."""
+    if 'classifier' in checkpoint or 'classifiers' in checkpoint:
+        return 'probe'
+    predictor = checkpoint.get('predictor') or {}
+    if any(torch_names.strip_wrappers(k) == 'action_encoder.weight' for k in predictor):
+        return 'ac'
+    return 'pretrain'
+
+
+def probe_state_dict(checkpoint: dict, index: int = 0) -> dict:
+    """V-JEPA 1 files hold one `classifier`; V-JEPA 2 files a list `classifiers` (the released
+    probe is element 0; training saves one per lr x wd grid point)."""
+    if 'classifier' in checkpoint:
+        return dict(checkpoint['classifier'])
+    heads = checkpoint['classifiers']
+    if not 0 <= index < len(heads):
+        raise ValueError(f'--classifier_index={index}: the file holds {len(heads)} classifiers')
+    return dict(heads[index])
+
+
+def _shapes(state_dict: dict) -> dict:
+    return {torch_names.strip_wrappers(k): tuple(np.shape(v)) for k, v in state_dict.items()}
+
+
+def _check_heads(dim: int, num_heads: int, what: str):
+    if dim % num_heads:
+        raise ValueError(f'{what} width {dim} is not divisible by --num_heads={num_heads}')
+
+
+def probe_spec(state_dict: dict, num_heads: int) -> dict:
+    """The probe's structure from its tensor shapes (num_heads cannot be read off a file)."""
+    shapes = _shapes(state_dict)
+    if 'pooler.query_tokens' not in shapes:
+        raise ValueError(f'not an attentive probe: no pooler.query_tokens among {sorted(shapes)[:5]}...')
+    _, num_queries, dim = shapes['pooler.query_tokens']
+    _check_heads(dim, num_heads, 'probe')
+    heads = [[name, shapes[f'{name}.weight'][0]] for name in PROBE_HEADS if f'{name}.weight' in shapes]
+    if len(heads) != num_queries:
+        raise ValueError(f'probe has {num_queries} queries but heads {heads}')
+    blocks = {k.split('.')[2] for k in shapes if k.startswith('pooler.blocks.')}
+    return {'embed_dim': dim, 'num_heads': num_heads, 'depth': 1 + len(blocks), 'heads': heads,
+            'mlp_ratio': shapes['pooler.cross_attention_block.mlp.fc1.weight'][0] / dim,
+            'style': 'vjepa1' if 'pooler.cross_attention_block.xattn.proj.weight' in shapes else 'vjepa2'}
+
+
+def ac_spec(state_dict: dict, num_heads: int, grid, use_extrinsics: bool) -> dict:
+    """The AC predictor's structure from its tensor shapes; grid: tokens per frame (H', W')."""
+    shapes = _shapes(state_dict)
+    pred_dim, dim = shapes['predictor_embed.weight']
+    _check_heads(pred_dim, num_heads, 'AC predictor')
+    depth = len({k.split('.')[1] for k in shapes if k.startswith('predictor_blocks.')})
+    return {'grid': list(grid), 'embed_dim': dim, 'predictor_embed_dim': pred_dim, 'depth': depth,
+            'num_heads': num_heads, 'mlp_ratio': shapes['predictor_blocks.0.mlp.fc1.weight'][0] / pred_dim,
+            'action_dim': shapes['action_encoder.weight'][1], 'use_extrinsics': bool(use_extrinsics)}
+
+
+def module_params(state_dict: dict, build) -> dict:
+    """torch state dict -> pure-dict params of the module build() makes (shapes only)."""
+    from flax import nnx
+    template = nnx.to_pure_dict(nnx.state(nnx.eval_shape(build)))
+    return torch_names.from_torch(state_dict, template)
+
+
+def convert_probe(checkpoint: dict, output: str, num_heads: int, index: int = 0, source: str = '') -> str:
+    from flax import nnx
+
+    from vjepa_jax import pretrained
+    from vjepa_jax.models.probe import probe_from_spec
+    state_dict = probe_state_dict(checkpoint, index)
+    spec = probe_spec(state_dict, num_heads)
+    params = module_params(state_dict, lambda: probe_from_spec(spec, nnx.Rngs(0)))
+    meta = {'kind': 'probe', 'spec': spec, 'converted_from': source, 'classifier_index': index}
+    return pretrained.save_params(output, {'probe': params}, meta)
+
+
+def convert_ac(checkpoint: dict, config, output: str, num_heads: int, use_extrinsics: bool = False,
+               source: str = '') -> str:
+    """Encoder (the `encoder` the released hub loads; `target_encoder` when absent) and AC predictor."""
+    from flax import nnx
+
+    from vjepa_jax import pretrained
+    from vjepa_jax.models.ac_predictor import ac_predictor_from_spec
+    net = 'encoder' if checkpoint.get('encoder') else 'target_encoder'
+    encoder = params_from_torch(checkpoint, config, nets=(net,))[net]
+    grid = [config.model.img_size // config.model.patch_size] * 2
+    spec = ac_spec(dict(checkpoint['predictor']), num_heads, grid, use_extrinsics)
+    predictor = module_params(dict(checkpoint['predictor']), lambda: ac_predictor_from_spec(spec, nnx.Rngs(0)))
+    meta = {'kind': 'ac', 'spec': spec, 'model': config.model.to_dict(), 'encoder_from': net,
+            'converted_from': source}
+    return pretrained.save_params(output, {'encoder': encoder, 'ac_predictor': predictor}, meta)
+
+
+def params_to_torch(directory: str) -> dict:
+    """A probe or AC params checkpoint in the original's file layout."""
+    from vjepa_jax import pretrained
+    meta = pretrained.read_meta(directory)
+    if meta['kind'] == 'probe':
+        probe, _ = pretrained.load_probe(directory)
+        tensors = torch_names.to_torch(jax.tree.map(np.asarray, nnx_params(probe)))
+        if meta['spec']['style'] == 'vjepa1':
+            return {'classifier': {f'module.{k}': v for k, v in tensors.items()}, 'opt': None, 'scaler': None,
+                    'epoch': 0, 'batch_size': 0, 'world_size': 1, 'lr': 0.0}
+        return {'classifiers': [tensors], 'opt': None, 'scaler': None, 'epoch': 0, 'batch_size': 0, 'world_size': 1}
+    encoder, predictor, _ = pretrained.load_ac(directory)
+    encoder_params = from_layout(nnx_params(encoder), 'encoder', pretrained.encoder_config(meta['model']))
+
+    def named(params):
+        return {f'module.{k}': v for k, v in torch_names.to_torch(jax.tree.map(np.asarray, params)).items()}
+    enc, pred = named(encoder_params), named(nnx_params(predictor))
+    return {'encoder': enc, 'predictor': pred, 'target_encoder': dict(enc), 'opt': None, 'scaler': None,
+            'epoch': 0, 'loss': 0.0, 'batch_size': 0, 'world_size': 1, 'lr': 0.0}
+
+
+def nnx_params(module) -> dict:
+    from flax import nnx
+    return nnx.to_pure_dict(nnx.state(module))
+
+
+# ----------------------------------------------------------------------------------------
 # JAX -> torch
 # ----------------------------------------------------------------------------------------
 def fixed_tables(config, trainer) -> dict:
@@ -217,12 +349,18 @@ def state_to_torch(state: dict, config) -> dict:
 FLAGS = flags.FLAGS
 def define_flags():
     """Command-line flags (defined only when run as a tool, so both tools import together)."""
-    flags.DEFINE_string('checkpoint', None, 'the original .pth / .pth.tar file')
-    flags.DEFINE_string('config', None, 'config file the checkpoint was trained with (configs/pretrain/...)')
-    flags.DEFINE_string('output', None, 'torch -> JAX: a workdir; --to_torch: the .pth.tar to write')
-    flags.DEFINE_bool('optimizer', False, 'also convert the AdamW state (to continue pretraining)')
-    flags.DEFINE_bool('to_torch', False, 'export the latest checkpoint of --workdir in the original format')
-    flags.DEFINE_string('workdir', None, 'with --to_torch: the workdir holding checkpoints/')
+    flags.DEFINE_string('checkpoint', None, 'the original .pth / .pth.tar / .pt file')
+    flags.DEFINE_string('config', None, 'config of the encoder (configs/pretrain/...); not needed for probes')
+    flags.DEFINE_string('output', None, 'torch -> JAX: a new directory; --to_torch: the .pth.tar to write')
+    flags.DEFINE_enum('kind', 'auto', KINDS, 'what the file holds; auto: probe if it has classifier(s), ac if its '
+                      'predictor has action_encoder, else pretrain')
+    flags.DEFINE_bool('optimizer', False, 'pretrain: also convert the AdamW state (to continue pretraining)')
+    flags.DEFINE_integer('num_heads', 16, 'probe / AC predictor attention heads (16 in every released file)')
+    flags.DEFINE_integer('classifier_index', 0, 'V-JEPA 2 probe files: which of the saved classifiers (0 = released)')
+    flags.DEFINE_bool('use_extrinsics', False, 'AC predictor: condition on camera extrinsics too (off as released)')
+    flags.DEFINE_bool('to_torch', False, 'export --workdir (a training workdir or a probe / AC directory) in the '
+                      'original format')
+    flags.DEFINE_string('workdir', None, 'with --to_torch: a workdir holding checkpoints/, or a params checkpoint')
 
 
 def write_orbax(state: dict, config, workdir: str, converted_from: str = '') -> str:
@@ -251,14 +389,23 @@ def read_orbax(workdir: str, config) -> dict:
 
 def main(overrides: dict):
     from vjepa_jax.config import UsageError, load_with_overrides
+
+    def config_or_fail(what):
+        if not FLAGS.config:
+            raise UsageError(f'{what} needs --config=configs/pretrain/<name>.py (the encoder it belongs to)')
+        return load_with_overrides(FLAGS.config, overrides)
+
     try:
-        if not FLAGS.config or not FLAGS.output:
-            raise UsageError('pass --config=configs/pretrain/<name>.py and --output=...')
-        config = load_with_overrides(FLAGS.config, overrides)
+        if not FLAGS.output:
+            raise UsageError('pass --output=... (a new directory; with --to_torch, the .pth.tar to write)')
         if FLAGS.to_torch:
             if not FLAGS.workdir:
-                raise UsageError('--to_torch needs --workdir=DIR (a training or converted workdir)')
-            torch_io.save_pth(state_to_torch(read_orbax(FLAGS.workdir, config), config), FLAGS.output)
+                raise UsageError('--to_torch needs --workdir=DIR (a training workdir, or a probe / AC directory)')
+            if os.path.exists(os.path.join(FLAGS.workdir, 'meta.json')):
+                torch_io.save_pth(params_to_torch(FLAGS.workdir), FLAGS.output)
+            else:
+                config = config_or_fail('--to_torch of a training workdir')
+                torch_io.save_pth(state_to_torch(read_orbax(FLAGS.workdir, config), config), FLAGS.output)
             print(f'wrote {FLAGS.output}')
             return
         if not FLAGS.checkpoint:
@@ -266,6 +413,17 @@ def main(overrides: dict):
         if not os.path.exists(FLAGS.checkpoint):
             raise UsageError(f'--checkpoint={FLAGS.checkpoint}: file not found')
         checkpoint = torch_io.load_pth(FLAGS.checkpoint)
+        kind = checkpoint_kind(checkpoint) if FLAGS.kind == 'auto' else FLAGS.kind
+        if kind == 'probe':
+            path = convert_probe(checkpoint, FLAGS.output, FLAGS.num_heads, FLAGS.classifier_index, FLAGS.checkpoint)
+            print(f'wrote attentive probe {path} (load with vjepa_jax.pretrained.load_probe)')
+            return
+        config = config_or_fail(f'a {kind} checkpoint')
+        if kind == 'ac':
+            path = convert_ac(checkpoint, config, FLAGS.output, FLAGS.num_heads, FLAGS.use_extrinsics,
+                              FLAGS.checkpoint)
+            print(f'wrote encoder + action-conditioned predictor {path} (load with vjepa_jax.pretrained.load_ac)')
+            return
         tokens = sum(1 for k in checkpoint.get('predictor', {}) if '.mask_tokens.' in f'.{k}')
         if tokens and tokens != train.num_mask_tokens(config):
             config.model.num_mask_tokens = tokens
@@ -274,7 +432,7 @@ def main(overrides: dict):
         state = state_from_torch(checkpoint, config, with_optimizer=FLAGS.optimizer)
         path = write_orbax(state, config, FLAGS.output, FLAGS.checkpoint)
         print(f'wrote {path} (step {int(state["step"])}; resume or evaluate with --workdir={FLAGS.output})')
-    except (UsageError, ValueError, KeyError, FileNotFoundError, torch_io.UnsafeCheckpointError) as e:
+    except (UsageError, ValueError, KeyError, FileNotFoundError, FileExistsError, torch_io.UnsafeCheckpointError) as e:
         raise SystemExit(f'error: {e}')
 
 
