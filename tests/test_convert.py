@@ -179,6 +179,11 @@ def test_command_line_conversion_resumes_in_training(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'step 1' in r.stdout
+    # what the evaluation and feature tools load: the EMA target encoder of the workdir
+    from vjepa_jax import pretrained
+    io, clips, _ = fixture_io()
+    target = pretrained.load_encoder(str(tmp_path), micro_config())
+    np.testing.assert_allclose(target(clips), io['target_encoder_out'], atol=TOL)
     cfg = micro_config(**{'train.num_steps': 3, 'data.global_batch_size': 8, 'train.log_every': 1})
     lines = []
     train.train(cfg, str(tmp_path), log=lines.append)

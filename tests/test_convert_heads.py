@@ -161,3 +161,36 @@ def test_ac_checkpoint_command_line_round_trip(tmp_path, ac_fixture):
         assert list(back[net]) == list(original[net])
         for name, value in original[net].items():
             np.testing.assert_array_equal(back[net][name], value)
+
+
+def skeleton(name: str) -> dict:
+    """{torch name: zero-stride array of the listed shape} from a keys_*.txt layout file."""
+    out = {}
+    for line in open(os.path.join(ROOT, 'tests', 'fixtures', name)):
+        if not line.startswith('#'):
+            key, shape = line.rstrip('\n').split('\t')
+            out[key] = np.broadcast_to(np.float32(0), tuple(int(n) for n in shape.strip('()').split(',') if n))
+    return out
+
+
+@pytest.mark.parametrize('name, kind, expected', [
+    ('keys_probe_vitl16_k400.txt', 'probe', dict(style='vjepa1', depth=1, heads=[['linear', 400]], elements=13007248)),
+    ('keys_probe_vjepa2_vitl_ssv2.txt', 'probe', dict(style='vjepa2', depth=4, heads=[['linear', 174]],
+                                                       elements=49514670)),
+    ('keys_ac_vitg.txt', 'ac', dict(depth=24, predictor_embed_dim=1024, embed_dim=1408, elements=305220992)),
+])
+def test_released_layouts_map_name_for_name(name, kind, expected):
+    """The full-size released probe and AC predictor layouts: the structure read from the
+    shapes builds a module whose every parameter has a tensor, with none left over."""
+    from vjepa_jax.models.probe import probe_from_spec
+    tensors = skeleton(name)
+    if kind == 'probe':
+        spec = convert_torch.probe_spec(tensors, 16)
+        build = lambda: probe_from_spec(spec, nnx.Rngs(0))  # noqa: E731
+    else:
+        spec = convert_torch.ac_spec(tensors, 16, (16, 16), False)
+        build = lambda: ac_predictor_from_spec(spec, nnx.Rngs(0))  # noqa: E731
+    params = convert_torch.module_params(tensors, build)  # raises on any missing / unexpected name
+    assert sum(np.size(x) for x in jax.tree.leaves(params)) == expected.pop('elements')
+    assert {k: spec[k] for k in expected} == expected
+    assert list(torch_names.to_torch(params)) == [torch_names.strip_wrappers(k) for k in tensors]
