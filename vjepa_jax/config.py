@@ -80,6 +80,36 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def eval_config() -> ml_collections.ConfigDict:
+    """Frozen-feature classification (vjepa_jax.evals.classification): the originals' recipe."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.log_every = 20
+    c.encoder = ml_collections.ConfigDict(dict(
+        config='configs/pretrain/vitl16.py',  # the encoder's pretraining config (its model block)
+        model_overrides=ml_collections.ConfigDict(),  # e.g. {'img_size': 256}
+        workdir='',               # a training or converted workdir (its latest checkpoint)
+        which='target_encoder',   # 'target_encoder' (EMA; the originals evaluate it) | 'encoder'
+        random_init=False,        # no workdir: a randomly initialised encoder (a baseline)
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        dataset='kinetics/k400', data_dir='', train_split='train', val_split='validation',
+        num_classes=400, frames_per_clip=16, frame_step=4,
+        num_segments=8, num_views=3,  # K400 16x8x3; SSv2 16x2x3; images 1x1
+        resolution=224, num_workers=0,
+    ))
+    c.probe = ml_collections.ConfigDict(dict(style='vjepa1', depth=1, num_heads=16))
+    c.optim = ml_collections.ConfigDict(dict(
+        epochs=20, batch_size=256,
+        lr=[1e-3], weight_decay=[0.01],  # lists: every lr x wd pair trains its own probe head
+        start_lr=0.0,             # 0: = lr (no warmup ramp)
+        final_lr=0.0, final_weight_decay=1e-6, warmup=0.0,
+        clip_grad=1.0, decay_all=False,  # decay_all: V-JEPA 2 also decays biases and norms
+    ))
+    c.features = ml_collections.ConfigDict(dict(cache=False))  # True: encode once, train from disk
+    return c
+
+
 def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """Load `path[:arg]` (a file with get_config(arg=None)) and apply {dotted.key: value}.
     An unknown key raises a one-line KeyError naming it."""
@@ -156,6 +186,10 @@ def parse_value(text: str, current):
         value = float(value)
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
+    if isinstance(current, list) and not isinstance(value, (list, tuple)):
+        value = [value]  # --config.optim.lr=1e-3 for a list field
+    if isinstance(current, list):
+        value = [float(v) if isinstance(v, int) and current and isinstance(current[0], float) else v for v in value]
     return value
 
 

@@ -86,9 +86,10 @@ def encoder_config(model: dict):
     return config
 
 
-def build_encoder(config):
+def build_encoder(config, seed: int = 0):
+    """The config's encoder, randomly initialised (the original's init) from seed."""
     from vjepa_jax import train
-    return train.build_models(config.model, train.num_mask_tokens(config), nnx.Rngs(0))[0]
+    return train.build_models(config.model, train.num_mask_tokens(config), nnx.Rngs(seed))[0]
 
 
 def load_ac(directory: str):
@@ -106,6 +107,17 @@ def load_ac(directory: str):
     predictor = _materialise(lambda: ac_predictor_from_spec(meta['spec'], nnx.Rngs(0)), directory,
                              params=params['ac_predictor'])
     return encoder, predictor, meta
+
+
+def encoder_for_evaluation(config, workdir: str = '', which: str = 'target_encoder', random_init: bool = False,
+                           seed: int = 0):
+    """A workdir's encoder (one process, one device), or a random init when asked for."""
+    config.mesh.data = 1
+    if workdir:
+        return load_encoder(workdir, config, which=which)
+    if random_init:
+        return build_encoder(config, seed=seed)
+    raise ValueError('no weights named: pass a workdir (training or converted) or ask for a random init')
 
 
 def load_encoder(workdir: str, config, which: str = 'target_encoder', step: int | None = None):

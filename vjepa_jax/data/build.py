@@ -1,8 +1,9 @@
-"""Build a video dataset (TFDS, ArrayRecord) and print what was written and skipped.
+"""Build a video (or image) dataset (TFDS, ArrayRecord) and print what was written and skipped.
 
   python -m vjepa_jax.data.build --builder=video_csv --csv=LIST [--val_csv=LIST] --data_dir=DIR
   python -m vjepa_jax.data.build --builder=kinetics --config=k400 --manual_dir=K400 --data_dir=DIR
   python -m vjepa_jax.data.build --builder=ssv2 --manual_dir=SSV2 --data_dir=DIR
+  python -m vjepa_jax.data.build --builder=image_folder --config=imagenet1k --manual_dir=IMAGENET --data_dir=DIR
 Read back with tfds.data_source('video_csv', data_dir=DIR, split='train') after
 `import vjepa_jax.data.builders`.
 """
@@ -37,7 +38,7 @@ def main(argv=None):
     ap.add_argument('--csv', default='')
     ap.add_argument('--val_csv', default='')
     ap.add_argument('--manual_dir', default='')
-    ap.add_argument('--config', default='', help='kinetics: k400 | k600 | k700')
+    ap.add_argument('--config', default='', help='kinetics: k400 | k600 | k700; image_folder: imagenet1k | places205 | inat21 | custom')
     args = ap.parse_args(argv)
     try:
         b = build(args.builder, args.data_dir, args.csv, args.val_csv, args.manual_dir, args.config)

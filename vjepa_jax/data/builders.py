@@ -184,4 +184,55 @@ class Ssv2(VideoBuilder):
         return out
 
 
-BUILDERS = {'video_csv': VideoCsv, 'kinetics': Kinetics, 'ssv2': Ssv2}
+IMAGE_FEATURES = dict(image=FEATURES['video'], label=FEATURES['label'], id=FEATURES['id'], path=FEATURES['path'],
+                      height=FEATURES['height'], width=FEATURES['width'])
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+
+
+class ImageFolder(VideoBuilder):
+    """Images in class folders: manual_dir/{train,val}/<class>/<image> (ImageNet-1k, Places205 and
+    iNat21 in their usual prepared layout, or any folder). Classes are the sorted train folders;
+    records hold the encoded image bytes (decoded at read time, no TensorFlow)."""
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n, description=d) for n, d in (
+        ('imagenet1k', 'ImageNet-1k (ILSVRC-2012), 1000 classes'), ('places205', 'Places205, 205 classes'),
+        ('inat21', 'iNaturalist 2021, 10000 classes'), ('custom', 'any image folder'))]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(IMAGE_FEATURES),
+                                     description=self.__doc__)
+
+    def _items(self, manual_dir):
+        train = os.path.join(manual_dir or '', 'train')
+        if not os.path.isdir(train):
+            raise FileNotFoundError(f'image_folder: {train} not found: pass --manual_dir=DIR holding '
+                                    'train/<class>/<image> (and val/<class>/<image>)')
+        classes = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
+        out = {}
+        for split, folder in (('train', 'train'), ('validation', 'val')):
+            root = os.path.join(manual_dir, folder)
+            if not os.path.isdir(root):
+                continue
+            items = []
+            for label, name in enumerate(classes):
+                for file in sorted(os.listdir(os.path.join(root, name)) if os.path.isdir(os.path.join(root, name))
+                                   else []):
+                    if file.lower().endswith(IMAGE_SUFFIXES):
+                        items.append((f'{name}/{file}', os.path.join(root, name, file), label))
+            out[split] = items
+        return out
+
+    def _generate_examples(self, split, items):
+        self.written[split] = 0
+        for key, path, label in items:
+            data = open(path, 'rb').read()
+            try:
+                height, width = decode.decode_image(data, path).shape[:2]
+            except decode.DecodeError as e:
+                self.skipped.append((split, path, str(e).removeprefix(f'{path}: ')))
+                continue
+            self.written[split] += 1
+            yield key, dict(image=data, label=label, id=key, path=path, height=height, width=width)
+
+
+BUILDERS = {'video_csv': VideoCsv, 'kinetics': Kinetics, 'ssv2': Ssv2, 'image_folder': ImageFolder}

@@ -115,6 +115,15 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
         return np.stack([got[kept[max(np.searchsorted(kept, i, side='right') - 1, 0)]] for i in indices])
 
 
+def decode_image(data: bytes, name: str = 'image') -> np.ndarray:
+    """Encoded image bytes (JPEG, PNG, ...) -> (H, W, 3) uint8 RGB."""
+    import cv2
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if len(data) else None
+    if image is None:
+        raise DecodeError(f'{name}: not a readable image ({len(data)} bytes)')
+    return image[:, :, ::-1].copy()
+
+
 def encode_video(frames: np.ndarray, path: str, fps: int = 30, codec: str | None = None) -> None:
     """Write uint8 frames (T, H, W, 3) to .mp4 (H.264) or .webm (VP9); for tests and demos."""
     codec = codec or ('libvpx-vp9' if path.endswith('.webm') else 'libx264')

@@ -1,0 +1,392 @@
+"""Frozen-feature classification with attentive probes (video and image protocols).
+
+    python -m vjepa_jax.evals.classification --config=configs/eval/k400.py --workdir=runs/k400 \\
+        --config.encoder.workdir=ckpt/vitl16
+
+The frozen encoder (a training or converted workdir's EMA target encoder) encodes every clip
+and view once per step under jit; probes train on its tokens. Every (lr, wd) point of the
+config's grid is its own probe head, all trained together in one pass over the features
+(vmap over heads) and identical to training each alone. Evaluation averages the softmax
+over views; top-1 / top-5 per split and head, a confusion summary, metrics.jsonl, results.json,
+curves.png; the best head is saved as a probe params checkpoint (pretrained.load_probe).
+
+Recipe (originals' video_classification_frozen): AdamW (0.9, 0.999, eps 1e-8), lr cosine
+from lr to final_lr after `warmup` epochs, weight decay cosine from wd to final_wd (1e-6),
+biases and 1-D tensors not decayed (V-JEPA 1; V-JEPA 2 decays all), gradient norm clipped to
+1.0, cross-entropy averaged over views.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+import time
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import flags
+from flax import nnx
+
+from vjepa_jax.evals import features, views
+from vjepa_jax.models.probe import AttentiveProbe
+
+HEAD = 'linear'
+
+
+# ----------------------------------------------------------------------------------------
+# The grid of probe heads (pure functions)
+# ----------------------------------------------------------------------------------------
+def grid_points(optim) -> list:
+    """[(lr, wd)] for every pair of optim.lr x optim.weight_decay (floats or lists)."""
+    as_list = lambda v: [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]  # noqa: E731
+    return list(itertools.product(as_list(optim.lr), as_list(optim.weight_decay)))
+
+
+def schedules(step, total_steps: int, warmup_steps: int, lr, wd, optim):
+    """lr and wd at 0-based `step` (the original steps its schedulers before each iteration)."""
+    s = jnp.asarray(step, jnp.float32) + 1.0
+    start_lr = optim.start_lr if optim.start_lr > 0 else lr
+    warm = start_lr + s / max(1, warmup_steps) * (lr - start_lr)
+    progress = (s - warmup_steps) / max(1, total_steps - warmup_steps)
+    cosine = optim.final_lr + (lr - optim.final_lr) * 0.5 * (1.0 + jnp.cos(math.pi * progress))
+    lr_t = jnp.where(s < warmup_steps, warm, jnp.maximum(optim.final_lr, cosine))
+    wd_t = optim.final_weight_decay + (wd - optim.final_weight_decay) * 0.5 * (1.0 + jnp.cos(math.pi * s / total_steps))
+    return lr_t, wd_t
+
+
+def decay_mask(params, decay_all: bool):
+    def rule(path, _):
+        names = [str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path]
+        return decay_all or not (any('bias' in n for n in names) or names[-1] == 'scale')
+    return jax.tree_util.tree_map_with_path(rule, params)
+
+
+def adamw(lr, wd, decay_all: bool, clip: float) -> optax.GradientTransformation:
+    return optax.chain(optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
+                       optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
+                       optax.add_decayed_weights(wd, mask=lambda p: decay_mask(p, decay_all)),
+                       optax.scale(-lr))
+
+
+def cross_entropy(logits, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+
+
+class GridProbe:
+    """H probe heads with stacked params (leading axis H); hparams (H, 2) = (lr, wd)."""
+
+    def __init__(self, spec: dict, points: list, seed: int, optim, total_steps: int, warmup_steps: int):
+        self.spec, self.points, self.optim = spec, points, optim
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+        self.hparams = jnp.asarray(points, jnp.float32)
+        probes = [self.build(seed + h) for h in range(len(points))]
+        self.graphdef = nnx.graphdef(probes[0])
+        self.params = jax.tree.map(lambda *x: jnp.stack(x), *[nnx.state(p, nnx.Param) for p in probes])
+        tx = adamw(0.0, 0.0, optim.decay_all, optim.clip_grad)
+        self.opt_state = jax.vmap(tx.init)(self.params)
+        self.step = 0
+        self._train = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self._eval = jax.jit(self._eval_step)
+
+    def build(self, seed: int) -> AttentiveProbe:
+        s = self.spec
+        return AttentiveProbe(embed_dim=s['embed_dim'], num_heads=s['num_heads'], depth=s['depth'], style=s['style'],
+                              heads=[tuple(h) for h in s['heads']], rngs=nnx.Rngs(seed))
+
+    def _logits(self, params, tokens):
+        """One head: tokens (B, V, L, D) -> logits (B, V, C)."""
+        b, v = tokens.shape[:2]
+        probe = nnx.merge(self.graphdef, params)
+        return probe(tokens.reshape(b * v, *tokens.shape[2:]))[HEAD].reshape(b, v, -1)
+
+    def _train_step(self, params, opt_state, step, tokens, labels, hparams):
+        def one(params, opt_state, hp):
+            def loss_fn(p):
+                logits = self._logits(p, tokens)
+                loss = jnp.mean(jax.vmap(cross_entropy, in_axes=(1, None))(logits, labels))
+                return loss, logits
+            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            lr_t, wd_t = schedules(step, self.total_steps, self.warmup_steps, hp[0], hp[1], self.optim)
+            updates, opt_state = adamw(lr_t, wd_t, self.optim.decay_all, self.optim.clip_grad).update(
+                grads, opt_state, params)
+            correct = jnp.sum(jnp.argmax(jax.nn.softmax(logits).mean(1), -1) == labels)
+            return optax.apply_updates(params, updates), opt_state, loss, correct
+        return jax.vmap(one, in_axes=(0, 0, 0))(params, opt_state, hparams)
+
+    def _eval_step(self, params, tokens):
+        """-> probabilities (H, B, C): softmax averaged over the V views."""
+        return jax.vmap(lambda p: jax.nn.softmax(self._logits(p, tokens).astype(jnp.float32), -1).mean(1))(params)
+
+    def train_step(self, tokens, labels) -> tuple:
+        """One optimiser step of every head; -> (loss (H,), correct count (H,))."""
+        self.params, self.opt_state, loss, correct = self._train(self.params, self.opt_state, self.step, tokens,
+                                                                 jnp.asarray(labels), self.hparams)
+        self.step += 1
+        return np.asarray(loss), np.asarray(correct)
+
+    def predict(self, tokens) -> np.ndarray:
+        return np.asarray(self._eval(self.params, tokens))
+
+    def head_params(self, h: int):
+        return jax.tree.map(lambda x: x[h], self.params)
+
+
+# ----------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------
+def topk_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """probs (..., B, C), labels (B,) -> correct counts (...,) with the label in the top k."""
+    k = min(k, probs.shape[-1])
+    top = np.argsort(-probs, axis=-1)[..., :k]
+    return (top == labels[:, None]).any(-1).sum(-1)
+
+
+def evaluate(predict, batches, encode) -> dict:
+    """Top-1 / top-5 per head, and each record's prediction per head, over an evaluation split.
+    predict: tokens (B, V, L, D) -> view-averaged probabilities (H, B, C)."""
+    top1 = top5 = 0
+    preds, labels = [], []
+    for batch in batches:
+        valid = np.asarray(batch['valid'], bool)
+        probs = predict(encode(batch))[:, valid]  # (H, b, C)
+        y = np.asarray(batch['label'])[valid]
+        top1 = top1 + topk_correct(probs, y, 1)
+        top5 = top5 + topk_correct(probs, y, 5)
+        preds.append(probs.argmax(-1))
+        labels.append(y)
+    n = sum(len(y) for y in labels)
+    return {'top1': 100.0 * np.asarray(top1) / max(n, 1), 'top5': 100.0 * np.asarray(top5) / max(n, 1), 'count': n,
+            'predictions': np.concatenate(preds, axis=1), 'labels': np.concatenate(labels)}
+
+
+def confusion_summary(predictions: np.ndarray, labels: np.ndarray, num_classes: int, top: int = 10) -> dict:
+    """Per-class accuracy extremes and the most frequent (true -> predicted) confusions."""
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    support = confusion.sum(1)
+    seen = np.flatnonzero(support)
+    accuracy = np.diag(confusion)[seen] / support[seen]
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    pairs = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:top], off.shape))[0]
+    return {'worst_classes': [[int(seen[i]), float(accuracy[i])] for i in np.argsort(accuracy)[:top]],
+            'best_classes': [[int(seen[i]), float(accuracy[i])] for i in np.argsort(-accuracy)[:top]],
+            'top_confusions': [[int(t), int(p), int(off[t, p])] for t, p in pairs if off[t, p] > 0]}
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------
+def load_frozen_encoder(config):
+    """The encoder named by config.encoder: a workdir's target encoder, or a random init."""
+    from vjepa_jax import pretrained
+    from vjepa_jax.config import load_config
+    enc = config.encoder
+    model_config = load_config(enc.config, {f'model.{k}': v for k, v in enc.model_overrides.items()})
+    if not (enc.workdir or enc.random_init):
+        raise ValueError('config.encoder: set workdir=DIR (a training or converted workdir) or random_init=True')
+    encoder = pretrained.encoder_for_evaluation(model_config, enc.workdir, enc.which, enc.random_init, config.seed)
+    return features.FrozenEncoder(encoder), model_config
+
+
+def view_config(config) -> views.ViewConfig:
+    d = config.data
+    return views.ViewConfig(frames_per_clip=d.frames_per_clip, frame_step=d.frame_step, num_segments=d.num_segments,
+                            num_views=d.num_views, size=d.resolution)
+
+
+def sources(config):
+    from vjepa_jax.data.pipeline import TfdsSource
+    d = config.data
+    return (TfdsSource(d.dataset, d.data_dir or None, d.train_split),
+            TfdsSource(d.dataset, d.data_dir or None, d.val_split))
+
+
+def cached_batches(path: str, batch_size: int, *, training: bool, seed: int, epochs: int = 1):
+    """Batches of a feature cache, shuffled per epoch for training, padded ('valid') for eval."""
+    source = features.CacheSource(path)
+    n = len(source)
+    if training:
+        ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(epochs).map(lambda i: source[i])
+        return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
+    pad = -n % batch_size
+    ds = grain.MapDataset.range(n + pad).map(lambda i: {**source[min(i, n - 1)], 'valid': np.int32(i < n)})
+    return ds.batch(batch_size).to_iter_dataset()
+
+
+def plot_curves(rows: list, points: list, path: str) -> str:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [r['epoch'] for r in rows]
+    for h, (lr, wd) in enumerate(points):
+        ax1.plot(epochs, [r['train_loss'][h] for r in rows], label=f'lr {lr:g} wd {wd:g}')
+        ax2.plot(epochs, [r['val_top1'][h] for r in rows], label=f'lr {lr:g} wd {wd:g}')
+    ax1.set(xlabel='epoch', ylabel='train loss')
+    ax2.set(xlabel='epoch', ylabel='validation top-1 (%)')
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(config, workdir: str, log=print) -> dict:
+    """Train the grid of probes on the frozen encoder's features and evaluate; -> results dict."""
+    from vjepa_jax import pretrained
+    os.makedirs(workdir, exist_ok=True)
+    frozen, _ = load_frozen_encoder(config)
+    train_source, val_source = sources(config)
+    vcfg, o, d = view_config(config), config.optim, config.data
+    batch = o.batch_size
+    ipe = views.steps_per_epoch(len(train_source), batch)
+    total = ipe * o.epochs
+    points = grid_points(o)
+    spec = {'embed_dim': frozen.embed_dim, 'num_heads': config.probe.num_heads, 'depth': config.probe.depth,
+            'style': config.probe.style, 'heads': [[HEAD, d.num_classes]]}
+    grid = GridProbe(spec, points, config.seed, o, total, int(o.warmup * ipe))
+
+    def encode(b):
+        return b['tokens'] if 'tokens' in b else frozen(b['clips'])
+
+    def val_batches():
+        if config.features.cache:
+            return cached_batches(cache['validation'], batch, training=False, seed=config.seed)
+        return views.probe_dataset(val_source, vcfg, training=False, batch_size=batch, seed=config.seed,
+                                   num_workers=d.num_workers)
+
+    cache = {}
+    if config.features.cache:  # one pass of the encoder per split; probes then train from disk
+        for split, source, training in (('train', train_source, True), ('validation', val_source, False)):
+            path = os.path.join(workdir, 'features', f'{split}.array_record')
+            it = views.probe_dataset(source, vcfg, training=False, augment=training, batch_size=batch,
+                                     seed=config.seed, num_workers=d.num_workers)
+            t0 = time.time()
+            n = features.write_cache(path, ({**b, 'tokens': np.asarray(frozen(b['clips']))} for b in it))
+            log(f'cached {n} {split} feature records in {time.time() - t0:.1f}s: {path}')
+            cache[split] = path
+        train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs)
+    else:
+        train_iter = views.probe_dataset(train_source, vcfg, training=True, batch_size=batch, seed=config.seed,
+                                         epochs=o.epochs, num_workers=d.num_workers)
+
+    from vjepa_jax.metrics import Progress
+    writer = open(os.path.join(workdir, 'metrics.jsonl'), 'w')  # one line per epoch, a value per head
+    progress = Progress(total, batch)
+    rows, epoch_loss, epoch_correct, seen, skipped = [], 0.0, 0, 0, 0
+    for step, b in enumerate(train_iter):
+        loss, correct = grid.train_step(encode(b), b['label'])
+        epoch_loss, epoch_correct, seen = epoch_loss + loss, epoch_correct + correct, seen + len(b['label'])
+        skipped += int(np.sum(b.get('skipped', 0)))
+        if (step + 1) % config.log_every == 0 or step == 0:
+            progress.update(step + 1, {'loss': float(loss.min())})
+        if (step + 1) % ipe == 0:
+            epoch = (step + 1) // ipe
+            result = evaluate(grid.predict, val_batches(), encode)
+            row = {'epoch': epoch, 'step': step + 1, 'train_loss': (epoch_loss / ipe).tolist(),
+                   'train_top1': (100.0 * epoch_correct / seen).tolist(), 'val_top1': result['top1'].tolist(),
+                   'val_top5': result['top5'].tolist(), 'skipped_records': skipped}
+            writer.write(json.dumps(row) + '\n')
+            writer.flush()
+            rows.append(row)
+            best = int(np.argmax(result['top1']))
+            log(f'epoch {epoch}/{o.epochs}: best head lr {points[best][0]:g} wd {points[best][1]:g} '
+                f'val top-1 {result["top1"][best]:.2f} top-5 {result["top5"][best]:.2f}')
+            epoch_loss, epoch_correct, seen = 0.0, 0, 0
+    writer.close()
+    final = evaluate(grid.predict, val_batches(), encode)
+    best = int(np.argmax(final['top1']))
+    train_eval = evaluate(grid.predict, cached_batches(cache['train'], batch, training=False, seed=config.seed)
+                          if cache else views.probe_dataset(train_source, vcfg, training=False, batch_size=batch,
+                                                            seed=config.seed, num_workers=d.num_workers), encode)
+    results = {
+        'best': {'lr': points[best][0], 'weight_decay': points[best][1], 'head': best},
+        'splits': {'train': {'top1': float(train_eval['top1'][best]), 'top5': float(train_eval['top5'][best]),
+                             'count': train_eval['count']},
+                   'validation': {'top1': float(final['top1'][best]), 'top5': float(final['top5'][best]),
+                                  'count': final['count']}},
+        'grid': [{'lr': lr, 'weight_decay': wd, 'val_top1': float(final['top1'][h]), 'val_top5': float(final['top5'][h])}
+                 for h, (lr, wd) in enumerate(points)],
+        'confusion': confusion_summary(final['predictions'][best], final['labels'], d.num_classes),
+        'chance_top1': 100.0 / d.num_classes, 'skipped_records': skipped,
+    }
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    if rows:
+        plot_curves(rows, points, os.path.join(workdir, 'curves.png'))
+    probe_dir = os.path.join(workdir, 'probe')
+    if not os.path.exists(os.path.join(probe_dir, 'meta.json')):
+        pretrained.save_params(probe_dir, {'probe': nnx.to_pure_dict(grid.head_params(best))},
+                               {'kind': 'probe', 'spec': spec, 'lr': points[best][0], 'weight_decay': points[best][1],
+                                'results': results['splits'], 'encoder': config.encoder.to_dict()})
+    log(grid_table(results))
+    return results
+
+
+def grid_table(results: dict) -> str:
+    lines = ['| lr | weight decay | val top-1 | val top-5 |', '| --- | --- | --- | --- |']
+    for row in results['grid']:
+        lines.append(f"| {row['lr']:g} | {row['weight_decay']:g} | {row['val_top1']:.2f} | {row['val_top5']:.2f} |")
+    s = results['splits']
+    lines.append(f"best: lr {results['best']['lr']:g} wd {results['best']['weight_decay']:g}; "
+                 f"train top-1 {s['train']['top1']:.2f} / validation top-1 {s['validation']['top1']:.2f} "
+                 f"top-5 {s['validation']['top5']:.2f} (chance {results['chance_top1']:.2f})")
+    return '\n'.join(lines)
+
+
+def evaluate_checkpoint(config, probe_dir: str) -> dict:
+    """Evaluation only: a saved probe on the validation split."""
+    from vjepa_jax import pretrained
+    frozen, _ = load_frozen_encoder(config)
+    probe, meta = pretrained.load_probe(probe_dir)
+    _, val_source = sources(config)
+    graphdef, params = nnx.split(probe)
+
+    @jax.jit
+    def predict(params, tokens):
+        b, v = tokens.shape[:2]
+        logits = nnx.merge(graphdef, params)(tokens.reshape(b * v, *tokens.shape[2:]))[HEAD].reshape(b, v, -1)
+        return jax.nn.softmax(logits, -1).mean(1)[None]
+
+    batches = views.probe_dataset(val_source, view_config(config), training=False, batch_size=config.optim.batch_size,
+                                  seed=config.seed)
+    result = evaluate(lambda tokens: np.asarray(predict(params, tokens)), batches,
+                      lambda b: frozen(b['clips']))
+    return {'top1': float(result['top1'][0]), 'top5': float(result['top5'][0]), 'count': result['count']}
+
+
+FLAGS = flags.FLAGS
+
+
+def main(overrides: dict):
+    from vjepa_jax.config import UsageError, load_with_overrides
+    try:
+        if not FLAGS.config or not FLAGS.workdir:
+            raise UsageError('pass --config=configs/eval/<name>.py and --workdir=DIR')
+        config = load_with_overrides(FLAGS.config, overrides)
+        if FLAGS.eval_probe:
+            print(json.dumps(evaluate_checkpoint(config, FLAGS.eval_probe)))
+        else:
+            run(config, FLAGS.workdir)
+    except (UsageError, ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
+        raise SystemExit(f'error: {e}')
+
+
+def define_flags():
+    flags.DEFINE_string('config', None, 'evaluation config (configs/eval/...)')
+    flags.DEFINE_string('workdir', None, 'where metrics, results, curves and the probe go')
+    flags.DEFINE_string('eval_probe', None, 'evaluate this saved probe directory only (no training)')
+
+
+if __name__ == '__main__':
+    from vjepa_jax.config import run_with_overrides
+    define_flags()
+    run_with_overrides(main, sys.argv)
