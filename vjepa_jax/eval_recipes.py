@@ -17,7 +17,9 @@ def recipe(dataset: str, num_classes: int, segments: int, views: int, encoder: s
         raise ValueError(f'encoder {encoder!r}: choose one of {sorted(ENCODERS)}')
     c = eval_config()
     c.encoder.config, c.data.resolution = ENCODERS[encoder]
-    c.encoder.model_overrides = {'img_size': c.data.resolution} if encoder.startswith('vjepa2') else {}
+    # released V-JEPA 2 predictors carry 10 mask tokens (convert_torch says so); the workdir's layout needs it
+    c.encoder.model_overrides = ({'img_size': c.data.resolution, 'num_mask_tokens': 10}
+                                 if encoder.startswith('vjepa2') else {})
     c.data.update(dataset=dataset, num_classes=num_classes, num_segments=segments, num_views=views)
     if encoder.startswith('vjepa2'):
         c.probe.update(style='vjepa2', depth=4, num_heads=16)
