@@ -174,3 +174,14 @@ def test_image_folder_protocol(tmp_path):
     np.testing.assert_array_equal(clip[0, 0, 0], clip[0, 0, 3])
     train_clip = views.record_views(record, cfg, training=True, rng=np.random.default_rng(0))
     assert train_clip.shape == (1, 1, 4, 32, 32, 3)
+
+
+@pytest.mark.parametrize('name', ['k400.py', 'ssv2.py', 'in1k.py', 'k400.py:vjepa2_vitl16', 'ssv2.py:vjepa2_vitg16_384'])
+def test_eval_configs_load_with_their_encoder_configs(name):
+    cfg = load_config(os.path.join(ROOT, 'configs', 'eval', name))
+    encoder = load_config(os.path.join(ROOT, cfg.encoder.config),
+                          {f'model.{k}': v for k, v in cfg.encoder.model_overrides.items()})
+    assert encoder.model.img_size == cfg.data.resolution
+    points = classification.grid_points(cfg.optim)
+    assert len(points) == (20 if 'vjepa2' in name else 1)
+    assert cfg.probe.style == ('vjepa2' if 'vjepa2' in name else 'vjepa1')

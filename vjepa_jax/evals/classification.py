@@ -263,15 +263,17 @@ def run(config, workdir: str, log=print) -> dict:
         return views.probe_dataset(val_source, vcfg, training=False, batch_size=batch, seed=config.seed,
                                    num_workers=d.num_workers)
 
-    cache = {}
+    cache, skipped = {}, 0
     if config.features.cache:  # one pass of the encoder per split; probes then train from disk
         for split, source, training in (('train', train_source, True), ('validation', val_source, False)):
             path = os.path.join(workdir, 'features', f'{split}.array_record')
             it = views.probe_dataset(source, vcfg, training=False, augment=training, batch_size=batch,
                                      seed=config.seed, num_workers=d.num_workers)
             t0 = time.time()
-            n = features.write_cache(path, ({**b, 'tokens': np.asarray(frozen(b['clips']))} for b in it))
-            log(f'cached {n} {split} feature records in {time.time() - t0:.1f}s: {path}')
+            n, replaced = features.write_cache(path, ({**b, 'tokens': np.asarray(frozen(b['clips']))} for b in it))
+            skipped += replaced
+            log(f'cached {n} {split} feature records in {time.time() - t0:.1f}s ({replaced} unreadable replaced): '
+                f'{path}')
             cache[split] = path
         train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs)
     else:
@@ -281,7 +283,7 @@ def run(config, workdir: str, log=print) -> dict:
     from vjepa_jax.metrics import Progress
     writer = open(os.path.join(workdir, 'metrics.jsonl'), 'w')  # one line per epoch, a value per head
     progress = Progress(total, batch)
-    rows, epoch_loss, epoch_correct, seen, skipped = [], 0.0, 0, 0, 0
+    rows, epoch_loss, epoch_correct, seen = [], 0.0, 0, 0
     for step, b in enumerate(train_iter):
         loss, correct = grid.train_step(encode(b), b['label'])
         epoch_loss, epoch_correct, seen = epoch_loss + loss, epoch_correct + correct, seen + len(b['label'])

@@ -98,21 +98,22 @@ def unpack(data: bytes) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def write_cache(path: str, batches: Iterator[dict]) -> int:
-    """Write {'tokens' (B, V, L, D), 'label' (B,), 'valid' (B,)} batches, one record per valid
-    example; returns the count."""
+def write_cache(path: str, batches: Iterator[dict]) -> tuple:
+    """Write {'tokens' (B, V, L, D), 'label' (B,), 'valid' (B,), 'skipped' (B,)} batches, one
+    record per valid example; -> (records written, unreadable records replaced on the way)."""
     from array_record.python.array_record_module import ArrayRecordWriter
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     writer = ArrayRecordWriter(path, 'group_size:1')
-    count = 0
+    count = skipped = 0
     for batch in batches:
         valid = np.asarray(batch.get('valid', np.ones(len(batch['label']), np.int32)))
+        skipped += int(np.sum(np.asarray(batch.get('skipped', 0)) * valid))
         for i in np.flatnonzero(valid):
             writer.write(pack({'tokens': np.asarray(batch['tokens'][i], np.float32),
                                 'label': np.asarray(batch['label'][i])}))
             count += 1
     writer.close()
-    return count
+    return count, skipped
 
 
 class CacheSource:

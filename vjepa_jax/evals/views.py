@@ -80,9 +80,9 @@ def record_views(record: dict, cfg: ViewConfig, training: bool, rng: np.random.G
 
 class LoadViews(grain.transforms.RandomMap):
     """record index -> {'clips' (V, S, T, H, W, 3), 'label', 'index', 'skipped'}.
-    augment: training views (random crops, V = 1) or evaluation views. Training replaces an
-    unreadable record by another (counted in 'skipped'); evaluation never substitutes: it
-    raises, naming the record."""
+    augment: training views (random crops, V = 1) or evaluation views. With training views an
+    unreadable record is replaced by another (counted in 'skipped'); evaluation never
+    substitutes: it raises, naming the record."""
 
     def __init__(self, source, cfg: ViewConfig, training: bool, augment: bool | None = None):
         self.source, self.cfg, self.training = source, cfg, training
@@ -90,14 +90,14 @@ class LoadViews(grain.transforms.RandomMap):
 
     def random_map(self, index, rng: np.random.Generator):
         errors = []
-        for _ in range(self.cfg.max_retries if self.training else 1):
+        for _ in range(self.cfg.max_retries if self.augment else 1):
             record = self.source[index]
             try:
                 clips = record_views(record, self.cfg, self.augment, rng)
                 return {'clips': clips.astype(np.float32), 'label': np.int32(record['label']),
                         'index': np.int32(index), 'skipped': np.int32(len(errors))}
             except decode.DecodeError as e:
-                if not self.training:
+                if not self.augment:
                     raise decode.DecodeError(f'evaluation record {index}: {e}: rebuild the dataset') from None
                 errors.append(str(e))
                 index = int(rng.integers(len(self.source)))
