@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -33,7 +34,7 @@ from absl import flags
 from flax import nnx
 
 from vjepa_jax.evals import features, views
-from vjepa_jax.models.probe import AttentiveProbe
+from vjepa_jax.models.probe import probe_from_spec
 
 HEAD = 'linear'
 
@@ -77,6 +78,18 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
 
 
+def view_logits(graphdef, params, tokens):
+    """One probe: tokens (B, V, L, D) -> logits (B, V, C) of each view."""
+    b, v = tokens.shape[:2]
+    probe = nnx.merge(graphdef, params)
+    return probe(tokens.reshape(b * v, *tokens.shape[2:]))[HEAD].reshape(b, v, -1)
+
+
+def view_probs(graphdef, params, tokens):
+    """One probe: tokens (B, V, L, D) -> (B, C), the softmax averaged over views (test time)."""
+    return jax.nn.softmax(view_logits(graphdef, params, tokens).astype(jnp.float32), -1).mean(1)
+
+
 class GridProbe:
     """H probe heads with stacked params (leading axis H); hparams (H, 2) = (lr, wd)."""
 
@@ -84,7 +97,7 @@ class GridProbe:
         self.spec, self.points, self.optim = spec, points, optim
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.hparams = jnp.asarray(points, jnp.float32)
-        probes = [self.build(seed + h) for h in range(len(points))]
+        probes = [probe_from_spec(spec, nnx.Rngs(seed + h)) for h in range(len(points))]
         self.graphdef = nnx.graphdef(probes[0])
         self.params = jax.tree.map(lambda *x: jnp.stack(x), *[nnx.state(p, nnx.Param) for p in probes])
         tx = adamw(0.0, 0.0, optim.decay_all, optim.clip_grad)
@@ -93,16 +106,8 @@ class GridProbe:
         self._train = jax.jit(self._train_step, donate_argnums=(0, 1))
         self._eval = jax.jit(self._eval_step)
 
-    def build(self, seed: int) -> AttentiveProbe:
-        s = self.spec
-        return AttentiveProbe(embed_dim=s['embed_dim'], num_heads=s['num_heads'], depth=s['depth'], style=s['style'],
-                              heads=[tuple(h) for h in s['heads']], rngs=nnx.Rngs(seed))
-
     def _logits(self, params, tokens):
-        """One head: tokens (B, V, L, D) -> logits (B, V, C)."""
-        b, v = tokens.shape[:2]
-        probe = nnx.merge(self.graphdef, params)
-        return probe(tokens.reshape(b * v, *tokens.shape[2:]))[HEAD].reshape(b, v, -1)
+        return view_logits(self.graphdef, params, tokens)
 
     def _train_step(self, params, opt_state, step, tokens, labels, hparams):
         def one(params, opt_state, hp):
@@ -120,7 +125,7 @@ class GridProbe:
 
     def _eval_step(self, params, tokens):
         """-> probabilities (H, B, C): softmax averaged over the V views."""
-        return jax.vmap(lambda p: jax.nn.softmax(self._logits(p, tokens).astype(jnp.float32), -1).mean(1))(params)
+        return jax.vmap(lambda p: view_probs(self.graphdef, p, tokens))(params)
 
     def train_step(self, tokens, labels) -> tuple:
         """One optimiser step of every head; -> (loss (H,), correct count (H,))."""
@@ -325,10 +330,10 @@ def run(config, workdir: str, log=print) -> dict:
     if rows:
         plot_curves(rows, points, os.path.join(workdir, 'curves.png'))
     probe_dir = os.path.join(workdir, 'probe')
-    if not os.path.exists(os.path.join(probe_dir, 'meta.json')):
-        pretrained.save_params(probe_dir, {'probe': nnx.to_pure_dict(grid.head_params(best))},
-                               {'kind': 'probe', 'spec': spec, 'lr': points[best][0], 'weight_decay': points[best][1],
-                                'results': results['splits'], 'encoder': config.encoder.to_dict()})
+    shutil.rmtree(probe_dir, ignore_errors=True)  # a rerun in this workdir replaces its probe
+    pretrained.save_params(probe_dir, {'probe': nnx.to_pure_dict(grid.head_params(best))},
+                           {'kind': 'probe', 'spec': spec, 'lr': points[best][0], 'weight_decay': points[best][1],
+                            'results': results['splits'], 'encoder': config.encoder.to_dict()})
     log(grid_table(results))
     return results
 
@@ -352,11 +357,7 @@ def evaluate_checkpoint(config, probe_dir: str) -> dict:
     _, val_source = sources(config)
     graphdef, params = nnx.split(probe)
 
-    @jax.jit
-    def predict(params, tokens):
-        b, v = tokens.shape[:2]
-        logits = nnx.merge(graphdef, params)(tokens.reshape(b * v, *tokens.shape[2:]))[HEAD].reshape(b, v, -1)
-        return jax.nn.softmax(logits, -1).mean(1)[None]
+    predict = jax.jit(lambda params, tokens: view_probs(graphdef, params, tokens)[None])
 
     batches = views.probe_dataset(val_source, view_config(config), training=False, batch_size=config.optim.batch_size,
                                   seed=config.seed)
