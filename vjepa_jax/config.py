@@ -94,9 +94,11 @@ def eval_config() -> ml_collections.ConfigDict:
     ))
     c.data = ml_collections.ConfigDict(dict(
         dataset='kinetics/k400', data_dir='', train_split='train', val_split='validation',
-        num_classes=400, frames_per_clip=16, frame_step=4,
+        num_classes=400, label_key='label',  # label_key: the record field to predict
+        frames_per_clip=16, frame_step=4,
         num_segments=8, num_views=3,  # K400 16x8x3; SSv2 16x2x3; images 1x1
         resolution=224, num_workers=0,
+        crop_scale=(0.3, 1.0), flip=True,  # training views: random resized crop scale, horizontal flip
     ))
     c.probe = ml_collections.ConfigDict(dict(style='vjepa1', depth=1, num_heads=16))
     c.optim = ml_collections.ConfigDict(dict(

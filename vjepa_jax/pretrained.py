@@ -120,9 +120,7 @@ def encoder_for_evaluation(config, workdir: str = '', which: str = 'target_encod
     raise ValueError('no weights named: pass a workdir (training or converted) or ask for a random init')
 
 
-def load_encoder(workdir: str, config, which: str = 'target_encoder', step: int | None = None):
-    """The encoder of a training (or converted) workdir's checkpoint as an NNX module.
-    which: 'target_encoder' (EMA, what evaluations use) or 'encoder' (the context encoder)."""
+def _restore_state(workdir: str, config, step: int | None) -> dict:
     from vjepa_jax import checkpoint, sharding, train
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
     step = ckpt.latest_step() if step is None else step
@@ -132,5 +130,33 @@ def load_encoder(workdir: str, config, which: str = 'target_encoder', step: int 
     _, abstract = train.state_layout(trainer, config, sharding.make_mesh(config.mesh))
     state = ckpt.restore(step, abstract)[0]
     ckpt.close()
+    return state
+
+
+def load_encoder(workdir: str, config, which: str = 'target_encoder', step: int | None = None):
+    """The encoder of a training (or converted) workdir's checkpoint as an NNX module.
+    which: 'target_encoder' (EMA, what evaluations use) or 'encoder' (the context encoder)."""
+    state = _restore_state(workdir, config, step)
     params = state['target_encoder'] if which == 'target_encoder' else state['params']['encoder']
     return _materialise(lambda: build_encoder(config), workdir, params=params)
+
+
+def build_jepa(config, seed: int = 0) -> tuple:
+    """A randomly initialised (encoder, predictor, target_encoder); the target starts as the encoder."""
+    from vjepa_jax import train
+    encoder, predictor = train.build_models(config.model, train.num_mask_tokens(config), nnx.Rngs(seed))
+    return encoder, predictor, nnx.clone(encoder)
+
+
+def load_jepa(workdir: str, config, step: int | None = None) -> tuple:
+    """(encoder, predictor, target_encoder) of a training (or converted) workdir's checkpoint:
+    the whole world model of the objective (context encoder + predictor, EMA targets)."""
+    from vjepa_jax import train
+    config.mesh.data = 1
+    state = _restore_state(workdir, config, step)
+    count = train.num_mask_tokens(config)
+    encoder = _materialise(lambda: build_encoder(config), workdir, params=state['params']['encoder'])
+    predictor = _materialise(lambda: train.build_models(config.model, count, nnx.Rngs(0))[1], workdir,
+                             params=state['params']['predictor'])
+    target = _materialise(lambda: build_encoder(config), workdir, params=state['target_encoder'])
+    return encoder, predictor, target

@@ -4,6 +4,7 @@
   python -m vjepa_jax.data.build --builder=kinetics --config=k400 --manual_dir=K400 --data_dir=DIR
   python -m vjepa_jax.data.build --builder=ssv2 --manual_dir=SSV2 --data_dir=DIR
   python -m vjepa_jax.data.build --builder=image_folder --config=imagenet1k --manual_dir=IMAGENET --data_dir=DIR
+  python -m vjepa_jax.data.build --builder=physics_world --manual_dir=WORLD --data_dir=DIR
 Read back with tfds.data_source('video_csv', data_dir=DIR, split='train') after
 `import vjepa_jax.data.builders`.
 """

@@ -65,8 +65,9 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {split: self._generate_examples(split, items) for split, items in self._items(manual).items()}
 
     def _generate_examples(self, split, items):
+        """items: (key, path, label) or (key, path, label, {extra feature: value})."""
         self.written[split] = 0
-        for key, path, label in items:
+        for key, path, label, *extra in items:
             if not os.path.exists(path):
                 self.skipped.append((split, path, 'missing file'))
                 continue
@@ -79,7 +80,8 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 continue
             self.written[split] += 1
             yield key, dict(video=data, label=int(label), id=str(key), path=path, num_frames=info.num_frames,
-                            fps=info.fps, duration=info.duration, height=info.height, width=info.width)
+                            fps=info.fps, duration=info.duration, height=info.height, width=info.width,
+                            **(extra[0] if extra else {}))
 
     def write_build_log(self) -> str:
         """One line per skipped file ('split<TAB>path<TAB>reason') next to the dataset."""
@@ -223,8 +225,9 @@ class ImageFolder(VideoBuilder):
         return out
 
     def _generate_examples(self, split, items):
+        """items: (key, path, label) or (key, path, label, {extra feature: value})."""
         self.written[split] = 0
-        for key, path, label in items:
+        for key, path, label, *extra in items:
             data = open(path, 'rb').read()
             try:
                 height, width = decode.decode_image(data, path).shape[:2]
@@ -235,4 +238,32 @@ class ImageFolder(VideoBuilder):
             yield key, dict(image=data, label=label, id=key, path=path, height=height, width=width)
 
 
-BUILDERS = {'video_csv': VideoCsv, 'kinetics': Kinetics, 'ssv2': Ssv2, 'image_folder': ImageFolder}
+class PhysicsWorld(VideoBuilder):
+    """The synthetic physics world (data/physics.write_world): manual_dir holds {split}.jsonl
+    ({"path", "facts"} per video) and the videos. Records carry the probe facts
+    (physics.FACTS: num_objects, gravity, speed, collision) as int64 fields; label is -1."""
+    MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
+
+    def _info(self):
+        from vjepa_jax.data.physics import FACTS
+        extra = {name: tfds.features.Scalar(dtype=np.int64) for name in FACTS}
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({**FEATURES, **extra}),
+                                     description=self.__doc__)
+
+    def _items(self, manual_dir):
+        from vjepa_jax.data.physics import FACTS
+        out = {}
+        for split in ('train', 'validation'):
+            path = os.path.join(manual_dir or '', f'{split}.jsonl')
+            if os.path.exists(path):
+                rows = [json.loads(line) for line in open(path) if line.strip()]
+                out[split] = [(f'{split}-{n:06d}', os.path.join(manual_dir, row['path']), -1,
+                               {name: int(row['facts'][name]) for name in FACTS}) for n, row in enumerate(rows)]
+        if not out:
+            raise FileNotFoundError(f'physics_world: no train.jsonl / validation.jsonl in {manual_dir}: pass '
+                                    '--manual_dir=DIR written by vjepa_jax.data.physics.write_world')
+        return out
+
+
+BUILDERS = {'video_csv': VideoCsv, 'kinetics': Kinetics, 'ssv2': Ssv2, 'image_folder': ImageFolder,
+            'physics_world': PhysicsWorld}

@@ -202,7 +202,7 @@ def load_frozen_encoder(config):
 def view_config(config) -> views.ViewConfig:
     d = config.data
     return views.ViewConfig(frames_per_clip=d.frames_per_clip, frame_step=d.frame_step, num_segments=d.num_segments,
-                            num_views=d.num_views, size=d.resolution)
+                            num_views=d.num_views, size=d.resolution, crop_scale=tuple(d.crop_scale), flip=d.flip)
 
 
 def sources(config):
@@ -244,11 +244,12 @@ def plot_curves(rows: list, points: list, path: str) -> str:
     return path
 
 
-def run(config, workdir: str, log=print) -> dict:
-    """Train the grid of probes on the frozen encoder's features and evaluate; -> results dict."""
+def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None = None) -> dict:
+    """Train the grid of probes on the frozen encoder's features and evaluate; -> results dict.
+    frozen: an encoder to use instead of config.encoder's (several runs then share its compile)."""
     from vjepa_jax import pretrained
     os.makedirs(workdir, exist_ok=True)
-    frozen, _ = load_frozen_encoder(config)
+    frozen = frozen or load_frozen_encoder(config)[0]
     train_source, val_source = sources(config)
     vcfg, o, d = view_config(config), config.optim, config.data
     batch = o.batch_size
@@ -266,14 +267,14 @@ def run(config, workdir: str, log=print) -> dict:
         if config.features.cache:
             return cached_batches(cache['validation'], batch, training=False, seed=config.seed)
         return views.probe_dataset(val_source, vcfg, training=False, batch_size=batch, seed=config.seed,
-                                   num_workers=d.num_workers)
+                                   num_workers=d.num_workers, label_key=d.label_key)
 
     cache, skipped = {}, 0
     if config.features.cache:  # one pass of the encoder per split; probes then train from disk
         for split, source, training in (('train', train_source, True), ('validation', val_source, False)):
             path = os.path.join(workdir, 'features', f'{split}.array_record')
             it = views.probe_dataset(source, vcfg, training=False, augment=training, batch_size=batch,
-                                     seed=config.seed, num_workers=d.num_workers)
+                                     seed=config.seed, num_workers=d.num_workers, label_key=d.label_key)
             t0 = time.time()
             n, replaced = features.write_cache(path, ({**b, 'tokens': np.asarray(frozen(b['clips']))} for b in it))
             skipped += replaced
@@ -283,7 +284,7 @@ def run(config, workdir: str, log=print) -> dict:
         train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs)
     else:
         train_iter = views.probe_dataset(train_source, vcfg, training=True, batch_size=batch, seed=config.seed,
-                                         epochs=o.epochs, num_workers=d.num_workers)
+                                         epochs=o.epochs, num_workers=d.num_workers, label_key=d.label_key)
 
     from vjepa_jax.metrics import Progress
     writer = open(os.path.join(workdir, 'metrics.jsonl'), 'w')  # one line per epoch, a value per head
@@ -313,7 +314,7 @@ def run(config, workdir: str, log=print) -> dict:
     best = int(np.argmax(final['top1']))
     train_eval = evaluate(grid.predict, cached_batches(cache['train'], batch, training=False, seed=config.seed)
                           if cache else views.probe_dataset(train_source, vcfg, training=False, batch_size=batch,
-                                                            seed=config.seed, num_workers=d.num_workers), encode)
+                                                            seed=config.seed, num_workers=d.num_workers, label_key=d.label_key), encode)
     results = {
         'best': {'lr': points[best][0], 'weight_decay': points[best][1], 'head': best},
         'splits': {'train': {'top1': float(train_eval['top1'][best]), 'top5': float(train_eval['top5'][best]),
@@ -360,7 +361,7 @@ def evaluate_checkpoint(config, probe_dir: str) -> dict:
     predict = jax.jit(lambda params, tokens: view_probs(graphdef, params, tokens)[None])
 
     batches = views.probe_dataset(val_source, view_config(config), training=False, batch_size=config.optim.batch_size,
-                                  seed=config.seed)
+                                  seed=config.seed, label_key=config.data.label_key)
     result = evaluate(lambda tokens: np.asarray(predict(params, tokens)), batches,
                       lambda b: frozen(b['clips']))
     return {'top1': float(result['top1'][0]), 'top5': float(result['top5'][0]), 'count': result['count']}

@@ -29,6 +29,7 @@ class ViewConfig:
     size: int = 224
     crop_scale: tuple = (0.3, 1.0)
     crop_ratio: tuple = (3 / 4, 4 / 3)
+    flip: bool = True        # training views: horizontal flip with p 0.5 (off where left/right is the label)
     max_retries: int = 20
 
     def shape(self, training: bool) -> tuple:
@@ -48,7 +49,7 @@ def image_views(image: np.ndarray, cfg: ViewConfig, training: bool, rng: np.rand
     if training:
         top, left, h, w = transforms.crop_box(rng, image.shape[0], image.shape[1], cfg.crop_scale, cfg.crop_ratio)
         out = transforms.resize(frame[:, top:top + h, left:left + w], cfg.size, cfg.size)
-        if rng.uniform() < 0.5:
+        if cfg.flip and rng.uniform() < 0.5:
             out = out[:, :, ::-1]
         out = transforms.normalize(out)
     else:
@@ -67,7 +68,8 @@ def video_views(record: dict, cfg: ViewConfig, training: bool, rng: np.random.Ge
     frames = decode.decode_frames(record['video'], idx.reshape(-1), name=_name(record))
     frames = frames.reshape(cfg.num_segments, cfg.frames_per_clip, *frames.shape[1:])
     if training:
-        segs = [transforms.train_transform(f, rng, cfg.size, cfg.crop_scale, cfg.crop_ratio, True) for f in frames]
+        segs = [transforms.train_transform(f, rng, cfg.size, cfg.crop_scale, cfg.crop_ratio, cfg.flip)
+                for f in frames]
         return np.stack(segs)[None]
     return np.stack([transforms.eval_views(f, cfg.size, cfg.num_views) for f in frames], axis=1)
 
@@ -79,13 +81,13 @@ def record_views(record: dict, cfg: ViewConfig, training: bool, rng: np.random.G
 
 
 class LoadViews(grain.transforms.RandomMap):
-    """record index -> {'clips' (V, S, T, H, W, 3), 'label', 'index', 'skipped'}.
+    """record index -> {'clips' (V, S, T, H, W, 3), 'label' (record[label_key]), 'index', 'skipped'}.
     augment: training views (random crops, V = 1) or evaluation views. With training views an
     unreadable record is replaced by another (counted in 'skipped'); evaluation never
     substitutes: it raises, naming the record."""
 
-    def __init__(self, source, cfg: ViewConfig, training: bool, augment: bool | None = None):
-        self.source, self.cfg, self.training = source, cfg, training
+    def __init__(self, source, cfg: ViewConfig, training: bool, augment: bool | None = None, label_key: str = 'label'):
+        self.source, self.cfg, self.training, self.label_key = source, cfg, training, label_key
         self.augment = training if augment is None else augment
 
     def random_map(self, index, rng: np.random.Generator):
@@ -94,7 +96,7 @@ class LoadViews(grain.transforms.RandomMap):
             record = self.source[index]
             try:
                 clips = record_views(record, self.cfg, self.augment, rng)
-                return {'clips': clips.astype(np.float32), 'label': np.int32(record['label']),
+                return {'clips': clips.astype(np.float32), 'label': np.int32(record[self.label_key]),
                         'index': np.int32(index), 'skipped': np.int32(len(errors))}
             except decode.DecodeError as e:
                 if not self.augment:
@@ -106,18 +108,18 @@ class LoadViews(grain.transforms.RandomMap):
 
 def probe_dataset(source, cfg: ViewConfig, *, training: bool, batch_size: int, seed: int, epochs: int = 1,
                   augment: bool | None = None, shard_index: int = 0, shard_count: int = 1,
-                  num_workers: int = 0) -> grain.IterDataset:
+                  num_workers: int = 0, label_key: str = 'label') -> grain.IterDataset:
     """Batches of LoadViews outputs. Training: reshuffled every epoch, `epochs` passes, full
     batches only. Otherwise: every record once in order; the last batch is padded by
     repeating its final record with 'valid' = 0 (static shapes under jit). augment: the
-    views' kind (default: training's)."""
+    views' kind (default: training's). label_key: the record field probed (default 'label')."""
     n = len(source)
     if training:
         ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(epochs)
     else:
         pad = -n % (batch_size * shard_count)
         ds = grain.MapDataset.range(n + pad).map(lambda i: min(i, n - 1))
-    ds = ds[shard_index::shard_count].random_map(LoadViews(source, cfg, training, augment), seed=seed)
+    ds = ds[shard_index::shard_count].random_map(LoadViews(source, cfg, training, augment, label_key), seed=seed)
     if not training:
         ds = ds.map_with_index(lambda i, x: {**x, 'valid': np.int32(i * shard_count + shard_index < n)})
     ds = ds.batch(batch_size, drop_remainder=training)

@@ -1,0 +1,154 @@
+"""The synthetic physics world: its laws, its violation pairs, its dataset, and the
+intuitive-physics evaluation's windowing on frame folders."""
+import dataclasses
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from vjepa_jax.data import physics
+
+CFG = physics.WorldConfig()
+
+
+@pytest.fixture(scope='module')
+def micro_jepa():
+    """A randomly initialised (encoder, predictor, target encoder) of the demo's shapes."""
+    from vjepa_jax import pretrained
+    from vjepa_jax.config import load_config
+    return pretrained.build_jepa(load_config('configs/demo.py:test'), seed=0)
+
+
+def _scene(pos, vel, radius, gravity=0, wall_x=float('nan'), occluder=None, shape=None):
+    pos, vel, radius = (np.asarray(x, np.float64) for x in (pos, vel, radius))
+    k = len(radius)
+    return physics.Scene(pos=pos, vel=vel, radius=radius, mass=radius ** 2, colour=physics.PALETTE[:k].copy(),
+                         shape=np.zeros(k, int) if shape is None else np.asarray(shape), gravity=gravity, speed=0,
+                         background=np.array([30.0, 30.0, 30.0]), texture_seed=0, wall_x=wall_x, occluder=occluder)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_energy_is_conserved_through_bounces_and_collisions(seed):
+    rng = np.random.default_rng(seed)
+    scene = physics.sample_scene(rng, CFG, wall=bool(seed % 2))
+    traj = physics.simulate(scene, dataclasses.replace(CFG, num_frames=64))
+    e = physics.energy(scene, traj, CFG)
+    assert traj['events'], 'nothing happened: the test would not test bounces'
+    np.testing.assert_allclose(e, e[0], rtol=1e-9)
+
+
+def test_collision_keeps_momentum_and_kinetic_energy():
+    cfg = dataclasses.replace(CFG, gravity=0.0, num_frames=12)
+    scene = _scene([[32, 20], [33, 44]], [[0, 2.0], [0, -1.0]], [6, 4])
+    traj = physics.simulate(scene, cfg)
+    assert [e[1] for e in traj['events']].count('collision') == 1
+    m = scene.mass[None, :, None]
+    momentum = (m * traj['vel']).sum(1)
+    kinetic = (0.5 * m[..., 0] * np.square(traj['vel']).sum(-1)).sum(1)
+    np.testing.assert_allclose(momentum, np.broadcast_to(momentum[0], momentum.shape), atol=1e-12)
+    np.testing.assert_allclose(kinetic, kinetic[0], rtol=1e-12)
+    assert traj['vel'][-1, 0, 1] < 2.0 and traj['vel'][-1, 1, 1] > -1.0  # they pushed each other back
+
+
+def test_edge_and_wall_bounces_keep_objects_in_their_room():
+    cfg = dataclasses.replace(CFG, gravity=0.0, num_frames=40)
+    scene = _scene([[20, 10], [40, 50]], [[0.3, -2.0], [-1.1, 2.3]], [5, 5], wall_x=32.0)
+    traj = physics.simulate(scene, cfg)
+    x, r, half = traj['pos'][..., 1], scene.radius, cfg.wall_width / 2
+    assert np.all(x[:, 0] + r[0] <= 32.0 - half + 1e-9) and np.all(x[:, 1] - r[1] >= 32.0 + half - 1e-9)
+    assert np.all(traj['pos'] >= r[None, :, None] - 1e-9) and np.all(traj['pos'] <= cfg.size - r[None, :, None] + 1e-9)
+    kinds = [e[1] for e in traj['events']]
+    assert 'edge' in kinds and 'wall' in kinds
+    speed = np.linalg.norm(traj['vel'], axis=-1)
+    np.testing.assert_allclose(speed, speed[:1].repeat(len(speed), 0), rtol=1e-12)  # no gravity: |v| kept
+    # a bounce flips the normal velocity: object 0 starts moving left and moves right after the edge
+    assert traj['vel'][0, 0, 1] == -2.0 and np.any(traj['vel'][:, 0, 1] == 2.0)
+
+
+def test_gravity_accelerates_along_its_direction():
+    cfg = dataclasses.replace(CFG, num_frames=6)
+    for g, direction in enumerate(physics.GRAVITY_VECTORS):
+        scene = _scene([[32, 32]], [[0.0, 0.0]], [4], gravity=g)
+        traj = physics.simulate(scene, cfg)
+        np.testing.assert_allclose(traj['vel'][-1, 0], direction * cfg.gravity * 5, atol=1e-12)
+
+
+def test_occluder_hides_what_is_behind_it():
+    scene = _scene([[32, 32]], [[0.0, 0.0]], [6], occluder=(32.0, 0.0))
+    cfg = dataclasses.replace(CFG, gravity=0.0, num_frames=2)
+    frames = physics.render(scene, physics.simulate(scene, cfg), cfg)
+    occ = physics.occluder_mask(scene, 0, cfg)
+    assert not np.any(np.all(frames[0] == physics.PALETTE[0].astype(np.uint8), -1))  # fully hidden
+    scene.occluder = (5.0, 0.0)  # screen moved aside: the object shows, the screen still covers its pixels
+    frames = physics.render(scene, physics.simulate(scene, cfg), cfg)
+    obj = physics.object_masks(scene, physics.simulate(scene, cfg), 0, cfg.size)[0]
+    assert np.all(frames[0][obj & ~physics.occluder_mask(scene, 0, cfg)] == physics.PALETTE[0])
+    assert occ.sum() == 18 * 64
+
+
+@pytest.mark.parametrize('kind', physics.VIOLATIONS)
+def test_impossible_twin_differs_only_after_its_break_frame(kind):
+    for i in range(3):
+        pair = physics.make_pair(np.random.default_rng([5, i]), CFG, kind)
+        b = pair['violation'].frame
+        lo, hi = (int(f * CFG.num_frames) for f in CFG.break_range)
+        assert lo <= b <= hi
+        np.testing.assert_array_equal(pair['possible'][:b], pair['impossible'][:b])
+        changed = np.any(pair['possible'][b:] != pair['impossible'][b:], -1)
+        assert changed.sum() >= CFG.min_visible_diff
+        possible, impossible = pair['trajectories']
+        np.testing.assert_array_equal(possible['pos'][:b], impossible['pos'][:b])
+        if kind == 'vanish':  # unseen: hidden at b, and gone from the impossible twin from b on
+            assert not changed[0].any() and not impossible['visible'][b:, pair['violation'].obj].any()
+        if kind == 'pass_through_wall':  # the possible object bounced at b, the impossible one is across
+            o, wall = pair['violation'].obj, pair['scene'].wall_x
+            side = np.sign(possible['pos'][0, o, 1] - wall)
+            assert np.all(np.sign(possible['pos'][:, o, 1] - wall) == side)
+            assert np.any(np.sign(impossible['pos'][b:, o, 1] - wall) != side)
+
+
+def test_world_is_deterministic_and_facts_match_the_scene():
+    a = physics.sample_video(np.random.default_rng([3, 1]), CFG)
+    b = physics.sample_video(np.random.default_rng([3, 1]), CFG)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[2] == b[2]
+    facts = a[2]
+    assert facts['num_objects'] + 1 == len(facts['radius'])
+    assert facts['collision'] == int(facts['collisions'] > 0)
+    lo, hi = CFG.speed_edges[facts['speed']], CFG.speed_edges[facts['speed'] + 1]
+    assert all(lo <= np.hypot(*v) <= hi for v in facts['velocity'])
+
+
+def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
+    """Frame folders (IntPhys layout, lossless PNG): windows that end before the break give
+    the same surprise for both twins; a window that sees the break does not."""
+    from vjepa_jax.evals import intuitive_physics as ip
+    pair = physics.make_pair(np.random.default_rng(11), CFG, 'teleport')
+    for which in ('possible', 'impossible'):
+        os.makedirs(tmp_path / which)
+        for t, frame in enumerate(pair[which]):
+            cv2.imwrite(str(tmp_path / which / f'{t:03d}.png'), frame[:, :, ::-1])
+    (tmp_path / 'pairs.csv').write_text(f'possible impossible teleport {pair["violation"].frame}\n')
+    model = ip.SurpriseModel(*micro_jepa, ip.SurpriseConfig(window=8, context=4, stride=2, size=64))
+    result = ip.evaluate_pairs(model, ip.read_pairs(str(tmp_path / 'pairs.csv')))[0]
+    b, starts = pair['violation'].frame, np.arange(0, CFG.num_frames - 8 + 1, 2)
+    before, after = starts + 8 <= b, starts > b
+    s_p, s_i = np.array(result['possible']['surprise']), np.array(result['impossible']['surprise'])
+    np.testing.assert_array_equal(s_p[before], s_i[before])
+    assert np.all(s_p[after] != s_i[after])
+    assert result['possible']['frames'] == (starts + 4).tolist()
+    summary = ip.summarise([result])
+    assert summary['teleport']['accuracy'] == 100.0 * result['correct']
+
+
+def test_pairs_list_errors_name_the_line(tmp_path):
+    from vjepa_jax.evals import intuitive_physics as ip
+    bad = tmp_path / 'pairs.csv'
+    bad.write_text('a.mp4 b.mp4 vanish 12\na.mp4 b.mp4\n')
+    with pytest.raises(ValueError, match='pairs.csv:2'):
+        ip.read_pairs(str(bad))
+    with pytest.raises(FileNotFoundError, match='no such video'):
+        ip.load_frames(str(tmp_path / 'missing.mp4'), ip.SurpriseConfig())
+    with pytest.raises(ValueError, match='fewer than the 16-frame window'):
+        ip.window_starts(10, ip.SurpriseConfig())

@@ -1,0 +1,292 @@
+"""Intuitive physics by violation of expectation (Garrido et al. 2025), for any dataset of
+possible / impossible video pairs (the synthetic world's, IntPhys-style data, your own).
+
+For each video, windows of `window` frames slide by `stride`; in each window the first
+`context` frames are the context and the rest the targets:
+    z = predictor(encoder(window, ctx), ctx, tgt)          (the pretraining predictor)
+    h = layer_norm(target_encoder(window))[tgt]           (the pretraining targets)
+    surprise(window) = mean |z - h|                        (per target time step too)
+A video's score is the max (or mean) surprise over its windows; a pair is right when the
+possible video scores lower than the impossible one. Accuracy is reported per property.
+
+Pairs list ('pairs.csv'): one pair per line, space separated, paths relative to the list:
+    possible impossible property [break_frame]
+Each path is a video file or a folder of frame images (IntPhys scenes: the folder of PNGs).
+
+    python -m vjepa_jax.evals.intuitive_physics --pairs=world/voe/pairs.csv --workdir=runs/voe \\
+        --config=configs/demo.py --checkpoint=runs/demo/pretrain        # or --random_init
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vjepa_jax import jepa
+from vjepa_jax.data import decode, transforms
+
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+
+
+@dataclasses.dataclass(frozen=True)
+class SurpriseConfig:
+    window: int = 16         # frames per window (the encoder's num_frames)
+    context: int = 8         # leading context frames per window (a multiple of the tubelet)
+    stride: int = 2          # frames between window starts
+    frame_step: int = 1      # use every frame_step-th frame of a video
+    size: int = 224          # frames: short side to size, centre crop
+    mask_index: int = 0      # the predictor's learned mask token to use
+    reduce: str = 'max'      # a video's score: 'max' | 'mean' surprise over windows
+    batch_windows: int = 8   # windows per jitted call (padded: one compile per model)
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------
+def read_pairs(path: str) -> list:
+    """-> [{'possible', 'impossible' (paths), 'property', 'break_frame' (-1: unknown)}]."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'pairs list {path} not found: pass --pairs=FILE with '
+                                '"possible impossible property [break_frame]" lines')
+    base, pairs = os.path.dirname(os.path.abspath(path)), []
+    for n, line in enumerate(open(path)):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) not in (3, 4) or (len(parts) == 4 and not parts[3].lstrip('-').isdigit()):
+            raise ValueError(f'{path}:{n + 1}: expected "possible impossible property [break_frame]", '
+                             f'got {line.strip()!r}')
+        full = [p if os.path.isabs(p) else os.path.join(base, p) for p in parts[:2]]
+        pairs.append({'possible': full[0], 'impossible': full[1], 'property': parts[2],
+                      'break_frame': int(parts[3]) if len(parts) == 4 else -1})
+    if not pairs:
+        raise ValueError(f'{path}: no pairs listed')
+    return pairs
+
+
+def load_frames(path: str, cfg: SurpriseConfig) -> np.ndarray:
+    """A video file or a folder of frame images -> normalised (T, size, size, 3) float32."""
+    if os.path.isdir(path):
+        names = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
+        if not names:
+            raise FileNotFoundError(f'{path}: a folder without frame images ({", ".join(IMAGE_SUFFIXES)})')
+        names = names[::cfg.frame_step]
+        frames = np.stack([decode.decode_image(open(os.path.join(path, f), 'rb').read(), os.path.join(path, f))
+                           for f in names])
+    else:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f'{path}: no such video or frame folder')
+        data = open(path, 'rb').read()
+        count = decode.probe(data, path).num_frames
+        frames = decode.decode_frames(data, np.arange(0, count, cfg.frame_step), name=path)
+    return transforms.eval_views(frames, cfg.size, 1)[0]
+
+
+def window_starts(num_frames: int, cfg: SurpriseConfig, name: str = 'video') -> np.ndarray:
+    if num_frames < cfg.window:
+        raise ValueError(f'{name}: {num_frames} frames (after frame_step {cfg.frame_step}) is fewer than the '
+                         f'{cfg.window}-frame window: lower --frame_step or use longer videos')
+    return np.arange(0, num_frames - cfg.window + 1, cfg.stride)
+
+
+# ----------------------------------------------------------------------------------------
+# Surprise (pure, jitted)
+# ----------------------------------------------------------------------------------------
+def context_target_indices(grid, context_steps: int) -> tuple:
+    """Token indices (flattened (t, h, w)) of the first context_steps time steps, and of the rest."""
+    per_step = int(np.prod(grid[1:]))
+    total = int(np.prod(grid))
+    return np.arange(context_steps * per_step), np.arange(context_steps * per_step, total)
+
+
+def window_surprise(encoder, predictor, target_encoder, clips, ctx, tgt, mask_index: int, grid) -> jax.Array:
+    """clips (B, W, H, W, 3) -> surprise per target time step (B, T' - context steps):
+    mean |predictor(encoder(context)) - layer_norm(target_encoder(clip))| over its tokens."""
+    b = clips.shape[0]
+    ctx_b, tgt_b = jnp.broadcast_to(ctx, (b, ctx.shape[0])), jnp.broadcast_to(tgt, (b, tgt.shape[0]))
+    tokens, token_grid = encoder.embed(clips)
+    z = predictor(encoder.encode(jepa.gather_tokens(tokens, ctx_b), ctx_b, token_grid), ctx_b, tgt_b, mask_index)
+    h = jepa.gather_tokens(jepa.target_features(target_encoder, clips), tgt_b)
+    error = jnp.abs(z.astype(jnp.float32) - h).mean(-1)  # (B, Kt)
+    return error.reshape(b, -1, int(np.prod(grid[1:]))).mean(-1)
+
+
+class SurpriseModel:
+    """The three networks of a V-JEPA (context encoder, predictor, EMA target encoder) as one
+    jitted surprise function; video(frames) -> per-window surprise."""
+
+    def __init__(self, encoder, predictor, target_encoder, cfg: SurpriseConfig):
+        self.cfg, grid = cfg, tuple(encoder.grid)
+        tubelet = cfg.window // grid[0]
+        if tubelet * grid[0] != cfg.window or cfg.context % tubelet or not 0 < cfg.context < cfg.window:
+            raise ValueError(f'window {cfg.window} / context {cfg.context}: the encoder takes {grid[0]} time steps; '
+                             f'use its num_frames as the window and a context that is a multiple of {tubelet} '
+                             'frames, shorter than the window')
+        ctx, tgt = context_target_indices(grid, cfg.context // tubelet)
+        graphs, self.states = zip(*(nnx.split(m) for m in (encoder, predictor, target_encoder)))
+
+        @jax.jit
+        def surprise(states, clips):
+            models = [nnx.merge(g, s) for g, s in zip(graphs, states)]
+            return window_surprise(*models, clips, jnp.asarray(ctx), jnp.asarray(tgt), cfg.mask_index, grid)
+        self._surprise = surprise
+        self.target_steps = grid[0] - cfg.context // tubelet
+
+    def windows(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) -> per-step surprise (num windows, target steps)."""
+        starts, n = window_starts(len(frames), self.cfg), self.cfg.batch_windows
+        out = []
+        for i in range(0, len(starts), n):
+            chunk = starts[i:i + n]
+            idx = np.concatenate([chunk, np.repeat(chunk[-1:], n - len(chunk))])  # static batch
+            clips = np.stack([frames[s:s + self.cfg.window] for s in idx])
+            out.append(np.asarray(self._surprise(self.states, jnp.asarray(clips)))[:len(chunk)])
+        return np.concatenate(out)
+
+    def video(self, frames: np.ndarray) -> dict:
+        """-> {'frames': first target frame of each window (in the video's own frame numbers),
+        'surprise': (num windows,), 'per_step': (num windows, target steps), 'score'}."""
+        per_step = self.windows(frames)
+        surprise = per_step.mean(-1)
+        score = surprise.max() if self.cfg.reduce == 'max' else surprise.mean()
+        first = (window_starts(len(frames), self.cfg) + self.cfg.context) * self.cfg.frame_step
+        return {'frames': first.tolist(), 'surprise': surprise.tolist(), 'per_step': per_step.tolist(),
+                'score': float(score)}
+
+
+# ----------------------------------------------------------------------------------------
+# Pairs -> accuracy per property, curves
+# ----------------------------------------------------------------------------------------
+def evaluate_pairs(model: SurpriseModel, pairs: list, log=None) -> list:
+    """-> one result per pair: the pair's fields + 'possible' / 'impossible' video results + 'correct'."""
+    results = []
+    for n, pair in enumerate(pairs):
+        videos = {w: model.video(load_frames(pair[w], model.cfg)) for w in ('possible', 'impossible')}
+        results.append({**pair, **videos, 'correct': bool(videos['possible']['score'] < videos['impossible']['score'])})
+        if log and (n + 1) % 10 == 0:
+            log(f'  {n + 1}/{len(pairs)} pairs')
+    return results
+
+
+def summarise(results: list) -> dict:
+    """{property: {'pairs', 'accuracy' (%), 'mean_gap' (impossible - possible score)}, ..., 'all': ...}."""
+    out = {}
+    for prop in sorted({r['property'] for r in results}) + ['all']:
+        rows = [r for r in results if prop in ('all', r['property'])]
+        gaps = [r['impossible']['score'] - r['possible']['score'] for r in rows]
+        out[prop] = {'pairs': len(rows), 'accuracy': 100.0 * float(np.mean([r['correct'] for r in rows])),
+                     'mean_gap': float(np.mean(gaps))}
+    props = [p for p in out if p != 'all']
+    out['all']['macro_accuracy'] = float(np.mean([out[p]['accuracy'] for p in props]))
+    return out
+
+
+def plot_surprise(results: list, path: str, title: str = '') -> str:
+    """One panel per property: mean surprise over time of the possible (blue) and impossible (red)
+    videos (the pairs' shortest length), the mean break frame dashed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    props = sorted({r['property'] for r in results})
+    cols = min(3, len(props))
+    rows = -(-len(props) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, prop in zip(axes.flat, props):
+        group = [r for r in results if r['property'] == prop]
+        n = min(len(r[w]['surprise']) for r in group for w in ('possible', 'impossible'))
+        x = group[0]['possible']['frames'][:n]
+        for w, colour in (('possible', 'tab:blue'), ('impossible', 'tab:red')):
+            curves = np.array([r[w]['surprise'][:n] for r in group])
+            mean, sd = curves.mean(0), curves.std(0)
+            ax.plot(x, mean, color=colour, label=w)
+            ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.15)
+        breaks = [r['break_frame'] for r in group if r['break_frame'] >= 0]
+        if breaks:
+            ax.axvline(np.mean(breaks), color='k', ls='--', lw=1)
+        acc = 100.0 * np.mean([r['correct'] for r in group])
+        ax.set_title(f'{prop}: {acc:.0f}% of {len(group)} pairs', fontsize=9)
+        ax.set_xlabel('first predicted frame', fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(props):]:
+        ax.axis('off')
+    axes.flat[0].set_ylabel('surprise (L1)')
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def table(summary: dict) -> str:
+    lines = ['| property | pairs | accuracy (%) | mean surprise gap |', '| --- | --- | --- | --- |']
+    for prop, row in summary.items():
+        lines.append(f"| {prop} | {row['pairs']} | {row['accuracy']:.1f} | {row['mean_gap']:+.4f} |")
+    return '\n'.join(lines)
+
+
+def run(model: SurpriseModel, pairs_path: str, workdir: str, name: str = 'model', log=print) -> dict:
+    """Evaluate every pair; write results.json (per pair), summary.json and surprise.png in workdir."""
+    os.makedirs(workdir, exist_ok=True)
+    results = evaluate_pairs(model, read_pairs(pairs_path), log)
+    summary = summarise(results)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+        json.dump(results, f)
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+        json.dump({'config': dataclasses.asdict(model.cfg), 'summary': summary}, f, indent=1)
+    plot_surprise(results, os.path.join(workdir, 'surprise.png'), f'{name}: surprise over time')
+    return summary
+
+
+def model_from(config, checkpoint: str = '', random_init: bool = False, seed: int = 0, **overrides) -> SurpriseModel:
+    """A SurpriseModel from a pretraining config and a workdir (or a random init); the window,
+    context and size default to the config's num_frames, num_frames / 2 and img_size."""
+    from vjepa_jax import pretrained
+    if checkpoint:
+        networks = pretrained.load_jepa(checkpoint, config)
+    elif random_init:
+        networks = pretrained.build_jepa(config, seed)
+    else:
+        raise ValueError('no weights named: pass --checkpoint=WORKDIR (a training workdir) or --random_init')
+    m = config.model
+    defaults = dict(window=m.num_frames, context=m.num_frames // 2, size=m.img_size)
+    return SurpriseModel(*networks, SurpriseConfig(**{**defaults, **overrides}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--pairs', required=True, help='pairs list: "possible impossible property [break_frame]"')
+    ap.add_argument('--workdir', required=True, help='where results.json, summary.json, surprise.png go')
+    ap.add_argument('--config', required=True, help='the pretraining config of the model (configs/...py)')
+    ap.add_argument('--checkpoint', default='', help='a training (or converted) workdir')
+    ap.add_argument('--random_init', action='store_true', help='a randomly initialised model (a baseline)')
+    ap.add_argument('--seed', type=int, default=0)
+    for field in dataclasses.fields(SurpriseConfig):
+        if field.name not in ('window', 'context', 'size'):
+            ap.add_argument(f'--{field.name}', type=type(field.default), default=field.default)
+    for name in ('window', 'context', 'size'):
+        ap.add_argument(f'--{name}', type=int, default=None, help='default: from the config')
+    args = ap.parse_args(argv)
+    from vjepa_jax.config import UsageError, load_config
+    try:
+        config = load_config(args.config)
+        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SurpriseConfig)
+                     if getattr(args, f.name) is not None}
+        model = model_from(config, args.checkpoint, args.random_init, args.seed, **overrides)
+        summary = run(model, args.pairs, args.workdir, args.checkpoint or 'random init')
+    except (UsageError, ValueError, KeyError, FileNotFoundError, decode.DecodeError) as e:
+        raise SystemExit(f'error: {e}')
+    print(table(summary))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
