@@ -108,7 +108,10 @@ def eval_config() -> ml_collections.ConfigDict:
         final_lr=0.0, final_weight_decay=1e-6, warmup=0.0,
         clip_grad=1.0, decay_all=False,  # decay_all: V-JEPA 2 also decays biases and norms
     ))
-    c.features = ml_collections.ConfigDict(dict(cache=False))  # True: encode once, train from disk
+    c.features = ml_collections.ConfigDict(dict(
+        cache=False,              # True: encode once, train from disk
+        cache_dir='',             # '' = WORKDIR/features; a folder shared by probes of other labels of the same
+    ))                            # dataset, views and encoder (reused when its key.json matches)
     return c
 
 

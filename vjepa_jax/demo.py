@@ -78,7 +78,7 @@ def models(config, pretrain_dir: str) -> dict:
             'random': pretrained.build_jepa(config, config.seed)}
 
 
-def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str):
+def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str, workdir: str):
     """Probe recipe for one fact: 2 segments x 8 frames (step 2) cover the 32-frame video; no
     flip (left/right gravity is a label); crops keep >= 80 % of the frame (object counts)."""
     from vjepa_jax.config import eval_config
@@ -93,21 +93,26 @@ def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str):
     d = config.demo
     c.optim.update(epochs=d.probe_epochs, batch_size=d.probe_batch_size, lr=list(d.probe_lr),
                    weight_decay=list(d.probe_weight_decay))
-    c.features.cache = True
+    c.features.update(cache=True, cache_dir=os.path.join(workdir, 'probes', name, 'features'))  # shared by the facts
     return c
 
 
 def run_probes(config, workdir: str, networks: dict, pretrain_dir: str, log=print) -> dict:
     """{model: {fact: validation top-1 (%)}} (probe outputs in WORKDIR/probes/<model>/<fact>)."""
     from vjepa_jax.data.physics import FACTS
+    from vjepa_jax.config import UsageError
     from vjepa_jax.evals import classification, features
+    unknown = sorted(set(config.demo.facts) - set(FACTS))
+    if unknown:
+        raise UsageError(f'demo.facts {unknown}: choose among {list(FACTS)}')
     out = {}
     for name in MODELS:
         frozen = features.FrozenEncoder(networks[name][2])  # the target encoder, as evaluations use
         out[name] = {}
-        for fact, classes in FACTS.items():
+        for fact in config.demo.facts:
+            classes = FACTS[fact]
             t0 = time.time()
-            result = classification.run(probe_config(config, fact, classes, name, pretrain_dir),
+            result = classification.run(probe_config(config, fact, classes, name, pretrain_dir, workdir),
                                         os.path.join(workdir, 'probes', name, fact), log=lambda *_: None,
                                         frozen=frozen)
             out[name][fact] = result['splits']['validation']['top1']
@@ -122,7 +127,7 @@ def run_physics(config, workdir: str, networks: dict, pairs: str, log=print) -> 
     m, d = config.model, config.demo
     cfg = ip.SurpriseConfig(window=m.num_frames, context=m.num_frames // 2, stride=d.voe_stride,
                             frame_step=config.data.frame_step, size=m.img_size, reduce=d.voe_reduce,
-                            mask_index=len(config.mask.generators) - 1)  # the forward-in-time generator's token
+                            mask_index=list(config.mask.generators).index(d.voe_mask_generator))
     out = {}
     for name in MODELS:
         t0 = time.time()
@@ -182,7 +187,7 @@ def plot_probes(probes: dict, path: str) -> str:
     import matplotlib.pyplot as plt
 
     from vjepa_jax.data.physics import FACTS
-    facts = list(FACTS)
+    facts = list(probes[MODELS[0]])
     x = np.arange(len(facts))
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for i, name in enumerate(MODELS):
@@ -230,7 +235,8 @@ def plot_pair(config, pairs: str, path: str, kind: str = 'vanish') -> str:
 def summary_table(probes: dict, physics_summary: dict) -> str:
     from vjepa_jax.data.physics import FACTS
     lines = ['| measure | pretrained | random init | chance |', '| --- | --- | --- | --- |']
-    for fact, classes in FACTS.items():
+    for fact in probes[MODELS[0]]:
+        classes = FACTS[fact]
         lines.append(f'| probe: {fact} (top-1 %) | {probes["pretrained"][fact]:.1f} | {probes["random"][fact]:.1f} '
                      f'| {100 / classes:.1f} |')
     for prop in physics_summary['pretrained']:
@@ -311,6 +317,8 @@ def main(argv=None):
     ap.add_argument('--config', default=DEFAULT_CONFIG, help='FILE[:arg], default configs/demo.py')
     ap.add_argument('--seed', type=int, default=0, help='world and model seed')
     args = ap.parse_args(argv)
+    import jax
+    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jax_cache'))  # fast reruns
     from vjepa_jax.config import UsageError, load_config
     try:
         config = load_config(args.config)

@@ -127,7 +127,8 @@ def _restore_state(workdir: str, config, step: int | None) -> dict:
     if step is None:
         raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints: train or convert one first')
     trainer = train.make_trainer(config)
-    _, abstract = train.state_layout(trainer, config, sharding.make_mesh(config.mesh))
+    one_device = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])  # evaluation: one device
+    _, abstract = train.state_layout(trainer, config, one_device)
     state = ckpt.restore(step, abstract)[0]
     ckpt.close()
     return state
@@ -152,7 +153,6 @@ def load_jepa(workdir: str, config, step: int | None = None) -> tuple:
     """(encoder, predictor, target_encoder) of a training (or converted) workdir's checkpoint:
     the whole world model of the objective (context encoder + predictor, EMA targets)."""
     from vjepa_jax import train
-    config.mesh.data = 1
     state = _restore_state(workdir, config, step)
     count = train.num_mask_tokens(config)
     encoder = _materialise(lambda: build_encoder(config), workdir, params=state['params']['encoder'])

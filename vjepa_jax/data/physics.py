@@ -55,7 +55,7 @@ class WorldConfig:
     max_objects: int = 3
     radius: tuple = (4.0, 7.0)               # px
     speed_edges: tuple = (0.6, 1.2, 1.8, 2.4)  # px/frame: slow [0.6, 1.2), medium, fast
-    gravity: float = 0.08                    # px/frame^2
+    gravity: float = 0.15                    # px/frame^2
     substeps: int = 8
     occluder_prob: float = 0.5
     occluder_width: float = 18.0             # > 2 * max radius: hides any object
@@ -382,8 +382,8 @@ def write_world(folder: str, cfg: WorldConfig, counts: dict, pairs_per_kind: int
       folder/world.json                                  what was written (the cache key)
     A folder already holding the same world is kept as it is. -> the world.json dict."""
     from vjepa_jax.data.decode import encode_video
-    spec = {'config': dataclasses.asdict(cfg), 'counts': dict(sorted(counts.items())),
-            'pairs_per_kind': pairs_per_kind, 'seed': seed, 'kinds': list(kinds)}
+    spec = json.loads(json.dumps({'config': dataclasses.asdict(cfg), 'counts': dict(sorted(counts.items())),
+                                  'pairs_per_kind': pairs_per_kind, 'seed': seed, 'kinds': list(kinds)}))
     marker = os.path.join(folder, 'world.json')
     if os.path.exists(marker):
         with open(marker) as f:

@@ -212,16 +212,32 @@ def sources(config):
             TfdsSource(d.dataset, d.data_dir or None, d.val_split))
 
 
-def cached_batches(path: str, batch_size: int, *, training: bool, seed: int, epochs: int = 1):
-    """Batches of a feature cache, shuffled per epoch for training, padded ('valid') for eval."""
+def cached_batches(path: str, batch_size: int, *, training: bool, seed: int, epochs: int = 1, labels=None):
+    """Batches of a feature cache, shuffled per epoch for training, padded ('valid') for eval.
+    labels: (records,) per dataset record index, replacing the cached label (another key)."""
     source = features.CacheSource(path)
     n = len(source)
+
+    def read(i):
+        record = source[i]
+        return record if labels is None else {**record, 'label': np.int32(labels[int(record['index'])])}
     if training:
-        ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(epochs).map(lambda i: source[i])
+        ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(epochs).map(read)
         return ds.batch(batch_size, drop_remainder=True).to_iter_dataset()
     pad = -n % batch_size
-    ds = grain.MapDataset.range(n + pad).map(lambda i: {**source[min(i, n - 1)], 'valid': np.int32(i < n)})
+    ds = grain.MapDataset.range(n + pad).map(lambda i: {**read(min(i, n - 1)), 'valid': np.int32(i < n)})
     return ds.batch(batch_size).to_iter_dataset()
+
+
+def cache_key(config) -> dict:
+    """What a feature cache depends on (not the label): a cache with the same key is reused."""
+    data = {k: v for k, v in config.data.to_dict().items() if k not in ('label_key', 'num_classes')}
+    return {'encoder': config.encoder.to_dict(), 'data': data, 'seed': config.seed}
+
+
+def record_labels(source, key: str) -> np.ndarray:
+    """(records,) the `key` field of every record of a dataset."""
+    return np.array([int(source[i][key]) for i in range(len(source))], np.int64)
 
 
 def plot_curves(rows: list, points: list, path: str) -> str:
@@ -265,14 +281,24 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
 
     def val_batches():
         if config.features.cache:
-            return cached_batches(cache['validation'], batch, training=False, seed=config.seed)
+            return cached_batches(cache['validation'], batch, training=False, seed=config.seed,
+                                  labels=labels['validation'])
         return views.probe_dataset(val_source, vcfg, training=False, batch_size=batch, seed=config.seed,
                                    num_workers=d.num_workers, label_key=d.label_key)
 
-    cache, skipped = {}, 0
+    cache, labels, skipped = {}, {}, 0
     if config.features.cache:  # one pass of the encoder per split; probes then train from disk
+        folder = config.features.cache_dir or os.path.join(workdir, 'features')
+        key_path = os.path.join(folder, 'key.json')
+        key = json.loads(json.dumps(cache_key(config)))
+        reuse = os.path.exists(key_path) and json.load(open(key_path)) == key
         for split, source, training in (('train', train_source, True), ('validation', val_source, False)):
-            path = os.path.join(workdir, 'features', f'{split}.array_record')
+            path = os.path.join(folder, f'{split}.array_record')
+            cache[split] = path
+            labels[split] = record_labels(source, d.label_key)
+            if reuse:
+                log(f'reusing the {split} feature cache {path}')
+                continue
             it = views.probe_dataset(source, vcfg, training=False, augment=training, batch_size=batch,
                                      seed=config.seed, num_workers=d.num_workers, label_key=d.label_key)
             t0 = time.time()
@@ -280,8 +306,10 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
             skipped += replaced
             log(f'cached {n} {split} feature records in {time.time() - t0:.1f}s ({replaced} unreadable replaced): '
                 f'{path}')
-            cache[split] = path
-        train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs)
+        with open(key_path, 'w') as f:
+            json.dump(key, f)
+        train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs,
+                                    labels=labels['train'])
     else:
         train_iter = views.probe_dataset(train_source, vcfg, training=True, batch_size=batch, seed=config.seed,
                                          epochs=o.epochs, num_workers=d.num_workers, label_key=d.label_key)
@@ -312,7 +340,8 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
     writer.close()
     final = evaluate(grid.predict, val_batches(), encode)
     best = int(np.argmax(final['top1']))
-    train_eval = evaluate(grid.predict, cached_batches(cache['train'], batch, training=False, seed=config.seed)
+    train_eval = evaluate(grid.predict, cached_batches(cache['train'], batch, training=False, seed=config.seed,
+                                                       labels=labels.get('train'))
                           if cache else views.probe_dataset(train_source, vcfg, training=False, batch_size=batch,
                                                             seed=config.seed, num_workers=d.num_workers, label_key=d.label_key), encode)
     results = {

@@ -12,7 +12,7 @@ sequences of the S segments are concatenated, (S * N, D) per view.
 """
 from __future__ import annotations
 
-import io
+import json
 import os
 from typing import Iterator
 
@@ -88,19 +88,27 @@ def list_inputs(path: str) -> list:
 # On-disk cache: one ArrayRecord per split, one record per (example, view)
 # ----------------------------------------------------------------------------------------
 def pack(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+    """{name: array} -> bytes: a JSON header (names, dtypes, shapes) and the raw buffers. Not
+    np.savez: its header goes through ast.literal_eval, which CPython 3.11 cannot run in several
+    threads at once (SystemError: AST constructor recursion depth mismatch), as grain does."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    header = json.dumps([[k, v.dtype.str, list(v.shape)] for k, v in arrays.items()]).encode()
+    return b''.join([len(header).to_bytes(4, 'little'), header] + [v.tobytes() for v in arrays.values()])
 
 
 def unpack(data: bytes) -> dict:
-    with np.load(io.BytesIO(data)) as z:
-        return {k: z[k] for k in z.files}
+    size = int.from_bytes(data[:4], 'little')
+    offset, out = 4 + size, {}
+    for name, dtype, shape in json.loads(data[4:offset]):
+        count = int(np.prod(shape))
+        out[name] = np.frombuffer(data, np.dtype(dtype), count, offset).reshape(tuple(shape))
+        offset += count * np.dtype(dtype).itemsize
+    return out
 
 
 def write_cache(path: str, batches: Iterator[dict]) -> tuple:
-    """Write {'tokens' (B, V, L, D), 'label' (B,), 'valid' (B,), 'skipped' (B,)} batches, one
-    record per valid example; -> (records written, unreadable records replaced on the way)."""
+    """Write {'tokens' (B, V, L, D), 'label' (B,), 'valid' (B,), 'skipped' (B,), 'index' (B,)}
+    batches, one record per valid example; -> (records written, unreadable records replaced on the way)."""
     from array_record.python.array_record_module import ArrayRecordWriter
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     writer = ArrayRecordWriter(path, 'group_size:1')
@@ -109,15 +117,17 @@ def write_cache(path: str, batches: Iterator[dict]) -> tuple:
         valid = np.asarray(batch.get('valid', np.ones(len(batch['label']), np.int32)))
         skipped += int(np.sum(np.asarray(batch.get('skipped', 0)) * valid))
         for i in np.flatnonzero(valid):
-            writer.write(pack({'tokens': np.asarray(batch['tokens'][i], np.float32),
-                                'label': np.asarray(batch['label'][i])}))
+            record = {'tokens': np.asarray(batch['tokens'][i], np.float32), 'label': np.asarray(batch['label'][i])}
+            if 'index' in batch:  # the dataset record: other labels of it can be looked up later
+                record['index'] = np.asarray(batch['index'][i])
+            writer.write(pack(record))
             count += 1
     writer.close()
     return count, skipped
 
 
 class CacheSource:
-    """Random access over a written cache: record i -> {'tokens' (V, L, D), 'label'}."""
+    """Random access over a written cache: record i -> {'tokens' (V, L, D), 'label', 'index'}."""
 
     def __init__(self, path: str):
         self.path = path
