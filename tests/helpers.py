@@ -1,10 +1,14 @@
 """Shared test pieces: the parity fixture model and config loading."""
+import contextlib
+import functools
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vjepa_jax import jepa
 from vjepa_jax.config import load_config
 from vjepa_jax.models import torch_names
 from vjepa_jax.models.predictor import Predictor
@@ -40,3 +44,42 @@ def fixture_io():
     masks = [(jnp.asarray(io[f'masks_enc_{m}'], jnp.int32), jnp.asarray(io[f'masks_pred_{m}'], jnp.int32))
              for m in range(2)]
     return io, clips, masks
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def jepa_outputs(encoder_def, predictor_def, params, target, clips, masks):
+    """The outputs the parity fixture records (io.npz), in one compiled function (op by op
+    they cost ~10 s): encoder and target-encoder tokens, the layer-normed targets, per mask
+    the context encoding and the predictor output, and the loss."""
+    enc, pred = nnx.merge(encoder_def, params['encoder']), nnx.merge(predictor_def, params['predictor'])
+    tgt = nnx.merge(encoder_def, target)
+    h = jepa.target_features(tgt, clips)
+    context = [enc(clips, ctx) for ctx, _ in masks]
+    return {'encoder': enc(clips), 'target': tgt(clips), 'target_features': h, 'context': context,
+            'predictor': [pred(z, ctx, tg, m) for m, (z, (ctx, tg)) in enumerate(zip(context, masks))],
+            'loss': jepa.jepa_loss(enc, pred, h, clips, masks)[0]}
+
+
+def compiled_call(module, *args):
+    """module(*args) through one jit per module structure and argument shapes (op by op, a
+    forward pass of even these small models costs seconds)."""
+    graphdef, state = nnx.split(module)
+    return _apply(graphdef, state, *args)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, *args):
+    return nnx.merge(graphdef, state)(*args)
+
+
+@contextlib.contextmanager
+def cache_every_compilation():
+    """Write every compilation to the persistent cache, however short (conftest keeps only those
+    over 0.5 s): orbax compiles a slice per array and replica on a process's first checkpoint
+    write (~6 s for the tiny model on 8 devices), which later runs then load."""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    try:
+        yield
+    finally:
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', before)

@@ -9,10 +9,9 @@ import zipfile
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from helpers import MICRO, ROOT, config, fixture_io
-from vjepa_jax import jepa, torch_io, train
+from helpers import MICRO, ROOT, cache_every_compilation, compiled_call, config, fixture_io, jepa_outputs
+from vjepa_jax import torch_io, train
 from vjepa_jax.tools import convert_torch
 
 CHECKPOINT = os.path.join(MICRO, 'checkpoint.pth.tar')
@@ -80,19 +79,15 @@ def test_converted_networks_reproduce_the_original_outputs(converted):
     cfg, _, state = converted
     io, clips, masks = fixture_io()
     trainer = train.make_trainer(cfg)
-    enc = nnx.merge(trainer.encoder_def, state['params']['encoder'])
-    target = nnx.merge(trainer.encoder_def, state['target_encoder'])
-    pred = nnx.merge(trainer.predictor_def, state['params']['predictor'])
-    np.testing.assert_allclose(enc(clips), io['encoder_out'], atol=TOL)
-    np.testing.assert_allclose(target(clips), io['target_encoder_out'], atol=TOL)
-    h = jepa.target_features(target, clips)
-    np.testing.assert_allclose(h, io['target_encoder_out_layernorm'], atol=TOL)
-    for m, (ctx, tgt) in enumerate(masks):
-        z = enc(clips, ctx)
-        np.testing.assert_allclose(z, io[f'context_out_{m}'], atol=TOL)
-        np.testing.assert_allclose(pred(z, ctx, tgt, m), io[f'predictor_out_{m}'], atol=TOL)
-    loss, _ = jepa.jepa_loss(enc, pred, h, clips, masks)
-    np.testing.assert_allclose(float(loss), float(io['loss']), rtol=1e-6)
+    out = jepa_outputs(trainer.encoder_def, trainer.predictor_def, state['params'], state['target_encoder'], clips,
+                       masks)
+    np.testing.assert_allclose(out['encoder'], io['encoder_out'], atol=TOL)
+    np.testing.assert_allclose(out['target'], io['target_encoder_out'], atol=TOL)
+    np.testing.assert_allclose(out['target_features'], io['target_encoder_out_layernorm'], atol=TOL)
+    for m in range(len(masks)):
+        np.testing.assert_allclose(out['context'][m], io[f'context_out_{m}'], atol=TOL)
+        np.testing.assert_allclose(out['predictor'][m], io[f'predictor_out_{m}'], atol=TOL)
+    np.testing.assert_allclose(float(out['loss']), float(io['loss']), rtol=1e-6)
 
 
 def flat(tree, prefix=''):
@@ -109,9 +104,13 @@ def test_one_train_step_from_the_converted_state_matches_the_original(converted)
     assert int(state['step']) == 1  # the fixture checkpoint was saved after one warm-up step
     _, clips, masks = fixture_io()
     trainer = train.make_trainer(cfg)
-    (_, _), grads = trainer.loss_and_grads(state['params'], state['target_encoder'], clips, masks)
+
+    @jax.jit  # the gradients and the step in one compilation (op by op, the gradients took ~30 s)
+    def grads_and_step(state, clips, masks):
+        (_, _), grads = trainer.loss_and_grads(state['params'], state['target_encoder'], clips, masks)
+        return grads, trainer.train_step(state, clips, masks)[0]
+    grads, after = grads_and_step(state, clips, masks)
     ref_grads = np.load(os.path.join(MICRO, 'step_grads.npz'))
-    after, _ = jax.jit(trainer.train_step)(state, clips, masks)
     ref_after = np.load(os.path.join(MICRO, 'params_after_step.npz'))
     for net, tree in (('encoder', after['params']['encoder']), ('predictor', after['params']['predictor']),
                       ('target_encoder', after['target_encoder'])):
@@ -183,10 +182,11 @@ def test_command_line_conversion_resumes_in_training(tmp_path):
     from vjepa_jax import pretrained
     io, clips, _ = fixture_io()
     target = pretrained.load_encoder(str(tmp_path), micro_config())
-    np.testing.assert_allclose(target(clips), io['target_encoder_out'], atol=TOL)
+    np.testing.assert_allclose(compiled_call(target, clips), io['target_encoder_out'], atol=TOL)
     cfg = micro_config(**{'train.num_steps': 3, 'data.global_batch_size': 8, 'train.log_every': 1})
     lines = []
-    train.train(cfg, str(tmp_path), log=lines.append)
+    with cache_every_compilation():  # orbax's slices for the first checkpoint write
+        train.train(cfg, str(tmp_path), log=lines.append)
     assert any('resumed from step 1' in ln for ln in lines)
     out = tmp_path / 'back.pth.tar'
     r = subprocess.run([sys.executable, '-m', 'vjepa_jax.tools.convert_torch', '--to_torch', f'--workdir={tmp_path}',

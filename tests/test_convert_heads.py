@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import ROOT, config
+from helpers import ROOT, compiled_call, config
 from vjepa_jax import pretrained, torch_io
 from vjepa_jax.models import torch_names
 from vjepa_jax.models.ac_predictor import ACPredictor, ac_predictor_from_spec, step_layout
@@ -110,8 +110,8 @@ def test_converted_ac_predictor_reproduces_the_original(ac_fixture, tag):
     assert (spec['embed_dim'], spec['predictor_embed_dim'], spec['depth'], spec['action_dim']) == (96, 64, 2, 7)
     predictor = ac_predictor_from_spec(spec, nnx.Rngs(0))
     nnx.update(predictor, convert_torch.module_params(state_dict, lambda: ac_predictor_from_spec(spec, nnx.Rngs(0))))
-    out = predictor(jnp.asarray(io['tokens']), jnp.asarray(io['actions']), jnp.asarray(io['states']),
-                    jnp.asarray(io['extrinsics']) if tag == 'extrinsics' else None)
+    out = compiled_call(predictor, jnp.asarray(io['tokens']), jnp.asarray(io['actions']), jnp.asarray(io['states']),
+                        jnp.asarray(io['extrinsics']) if tag == 'extrinsics' else None)
     np.testing.assert_allclose(np.asarray(out), io[f'{tag}_prediction'], atol=TOL, rtol=0)
 
 
@@ -121,8 +121,8 @@ def test_ac_predictor_is_block_causal_in_time():
     keys = jax.random.split(jax.random.key(0), 3)
     tokens, actions = jax.random.normal(keys[0], (1, 3 * 4, 32)), jax.random.normal(keys[1], (1, 3, 7))
     states = jax.random.normal(keys[2], (1, 3, 7))
-    base = predictor(tokens, actions, states)
-    changed = predictor(tokens.at[:, 8:].add(1.0), actions.at[:, 2].add(1.0), states)  # step 2 only
+    base = compiled_call(predictor, tokens, actions, states)
+    changed = compiled_call(predictor, tokens.at[:, 8:].add(1.0), actions.at[:, 2].add(1.0), states)  # step 2 only
     np.testing.assert_array_equal(np.asarray(base[:, :8]), np.asarray(changed[:, :8]))
     assert np.abs(np.asarray(base[:, 8:] - changed[:, 8:])).max() > 1e-3
     step, coords, mask = step_layout(2, 4, 2, (2, 2))
@@ -150,10 +150,11 @@ def test_ac_checkpoint_command_line_round_trip(tmp_path, ac_fixture):
     loaded_encoder, predictor, meta = pretrained.load_ac(str(tmp_path / 'ac'))
     assert meta['spec']['grid'] == [4, 4] and meta['encoder_from'] == 'encoder'
     io = ac_fixture
-    out = predictor(jnp.asarray(io['tokens']), jnp.asarray(io['actions']), jnp.asarray(io['states']))
+    out = compiled_call(predictor, jnp.asarray(io['tokens']), jnp.asarray(io['actions']), jnp.asarray(io['states']))
     np.testing.assert_allclose(np.asarray(out), io['plain_prediction'], atol=TOL, rtol=0)
     clip = jax.random.normal(jax.random.key(0), (1, 4, 64, 64, 3))
-    np.testing.assert_array_equal(np.asarray(loaded_encoder(clip)), np.asarray(encoder(clip)))
+    np.testing.assert_array_equal(np.asarray(compiled_call(loaded_encoder, clip)),
+                                  np.asarray(compiled_call(encoder, clip)))
     code, out = cli('--to_torch', f'--workdir={tmp_path}/ac', f'--output={tmp_path}/back.pt')
     assert code == 0, out
     back = torch_io.load_pth(str(tmp_path / 'back.pt'))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import config
+from helpers import compiled_call, config
 from vjepa_jax import train
 from vjepa_jax.models import torch_names
 from vjepa_jax.models.predictor import Predictor
@@ -166,17 +166,33 @@ def small_clip():
 @pytest.mark.parametrize('pos_embed', ['sincos', 'rope'])
 def test_token_subset_is_permutation_equivariant(pos_embed, small_clip):
     enc = vit('micro', img_size=32, num_frames=4, pos_embed=pos_embed, rngs=nnx.Rngs(0))
-    full = enc(small_clip)
-    perm = jnp.stack([jax.random.permutation(jax.random.key(i), full.shape[1]) for i in range(2)])
-    np.testing.assert_allclose(enc(small_clip, perm), jnp.take_along_axis(full, perm[..., None], 1), atol=1e-5)
+    graphdef, params = nnx.split(enc)
+    n = int(np.prod(enc.grid))  # tokens: 2 x 2 x 2
+    perm = jnp.stack([jax.random.permutation(jax.random.key(i), n) for i in range(2)])
+
+    @jax.jit
+    def full_and_subset(params, x, perm):
+        enc = nnx.merge(graphdef, params)
+        return enc(x), enc(x, perm)
+    full, subset = full_and_subset(params, small_clip, perm)
+    assert full.shape[1] == n
+    np.testing.assert_allclose(subset, jnp.take_along_axis(full, perm[..., None], 1), atol=1e-5)
 
 
 def test_scan_and_remat_equal_unrolled(small_clip):
     outs = []
     for scan, remat in ((False, 'none'), (True, 'none'), (True, 'full'), (False, 'dots')):
         enc = vit('micro', img_size=32, num_frames=4, scan_layers=scan, remat_policy=remat, rngs=nnx.Rngs(0))
-        outs.append(enc(small_clip))
-        grads = nnx.grad(lambda m: m(small_clip).sum())(enc)
+        graphdef, params = nnx.split(enc)
+
+        @jax.jit
+        def forward_and_grads(params, x):
+            def total(p):
+                out = nnx.merge(graphdef, p)(x)
+                return out.sum(), out
+            return jax.grad(total, has_aux=True)(params)
+        grads, out = forward_and_grads(params, small_clip)
+        outs.append(out)
         assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], atol=1e-5)
@@ -185,10 +201,10 @@ def test_scan_and_remat_equal_unrolled(small_clip):
 def test_image_mode_and_other_sizes(small_clip):
     img = vit('micro', img_size=32, num_frames=1, rngs=nnx.Rngs(0))
     assert img.patch_embed.kernel.shape == (16, 16, 3, 96)
-    assert img(small_clip[:, 0]).shape == (2, 4, 96)
-    assert img(jnp.zeros((1, 48, 48, 3))).shape == (1, 9, 96)  # bicubic-interpolated table
+    assert compiled_call(img, small_clip[:, 0]).shape == (2, 4, 96)
+    assert compiled_call(img, jnp.zeros((1, 48, 48, 3))).shape == (1, 9, 96)  # bicubic-interpolated table
     enc = vit('micro', img_size=32, num_frames=4, rngs=nnx.Rngs(0))
-    assert enc(jnp.zeros((1, 8, 48, 48, 3))).shape == (1, 4 * 9, 96)  # trilinear-interpolated table
+    assert compiled_call(enc, jnp.zeros((1, 8, 48, 48, 3))).shape == (1, 4 * 9, 96)  # trilinear-interpolated
     with pytest.raises(ValueError, match='not divisible'):
         enc(jnp.zeros((1, 4, 40, 40, 3)))
 
@@ -211,7 +227,11 @@ def test_query_chunked_attention_equals_full_attention():
 
     def loss(chunk):
         return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, chunk)))
-    np.testing.assert_allclose(attention(q, k, v, 16), attention(q, k, v), atol=1e-6)  # 50 = 3 x 16 + 2 padded
-    for g_chunk, g_full in zip(jax.grad(loss(16), argnums=(0, 1, 2))(q, k, v),
-                               jax.grad(loss(0), argnums=(0, 1, 2))(q, k, v)):
+
+    @jax.jit  # both forms and their gradients, one compilation
+    def both(q, k, v):
+        return [(attention(q, k, v, chunk), jax.grad(loss(chunk), argnums=(0, 1, 2))(q, k, v)) for chunk in (16, 0)]
+    (out_chunk, grads_chunk), (out_full, grads_full) = both(q, k, v)
+    np.testing.assert_allclose(out_chunk, out_full, atol=1e-6)  # 50 = 3 x 16 + 2 padded
+    for g_chunk, g_full in zip(grads_chunk, grads_full):
         np.testing.assert_allclose(g_chunk, g_full, atol=1e-5)

@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from helpers import ROOT, config
 from vjepa_jax import checkpoint, sharding, train
@@ -17,13 +18,15 @@ from vjepa_jax.metrics import read_jsonl
 TIMEOUT = 300
 
 
-def main_process(workdir, *args, devices=8):
+def main_process(workdir, *args, devices=8, output=subprocess.PIPE):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
                XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
                JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, '.jax_cache'),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5')
+               # cache even the short compilations (orbax's per-replica slices on the first
+               # checkpoint write, ~6 s of them): every later process of the test loads them
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
     cmd = [sys.executable, '-m', 'vjepa_jax.main', '--config=configs/pretrain/tiny.py', f'--workdir={workdir}', *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for_step(proc, workdir, step):
@@ -47,11 +50,11 @@ def restore(workdir, cfg, step, mesh):
     return checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints')).restore(step, abstract)[0]
 
 
-def test_sigterm_saves_and_sigkill_resumes_exactly(tmp_path):
+def test_sigterm_saves_and_sigkill_resumes_exactly(tmp_path, tiny_reference):
     steps = 20
     over = {'train.num_steps': steps, 'train.log_every': 1, 'checkpoint.every_steps': 4}
     args = [f'--config.{k}={v}' for k, v in over.items()]
-    reference = train.train(config('tiny', **over), str(tmp_path / 'reference'), log=lambda *_: None)
+    reference_dir, reference = tiny_reference  # the same 20 steps run straight in-process
     run = tmp_path / 'run'
     # 1: preemption notice -> checkpoint at the current step, exit 0
     proc = main_process(run, *args)
@@ -71,7 +74,7 @@ def test_sigterm_saves_and_sigkill_resumes_exactly(tmp_path):
     out = proc.communicate(timeout=TIMEOUT)[0]
     assert proc.returncode == 0, out[-3000:]
     assert 'resumed from step' in out
-    got, want = losses(run), losses(tmp_path / 'reference')
+    got, want = losses(run), losses(reference_dir)
     assert sorted(got) == list(range(steps))
     assert [got[s] for s in range(steps)] == [want[s] for s in range(steps)]  # bit for bit
     cfg = config('tiny', **over)
@@ -86,14 +89,40 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_train_together_like_one(tmp_path):
-    steps = 4
-    over = {'train.num_steps': steps, 'train.log_every': 1}
-    args = [f'--config.{k}={v}' for k, v in over.items()]
+TWO_PROCESS_STEPS = 4
+TWO_PROCESS_OVERRIDES = {'train.num_steps': TWO_PROCESS_STEPS, 'train.log_every': 1}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def two_processes(request, tmp_path_factory):
+    """The two-process run of test_two_processes_train_together_like_one, started with the
+    module so that the SIGTERM test runs meanwhile: JAX lets only process 0 read and write the
+    persistent compilation cache, so process 1 compiles everything itself (~30 s, one core,
+    process 0 waiting for it). -> (workdir, [process 0, process 1]); None when that test is
+    not selected. Their output goes to process_<i>.log in the workdir."""
+    if not any(item.originalname == 'test_two_processes_train_together_like_one' for item in request.session.items):
+        yield None
+        return
+    workdir = tmp_path_factory.mktemp('two_processes')
+    args = [f'--config.{k}={v}' for k, v in TWO_PROCESS_OVERRIDES.items()]
     port = free_port()
-    procs = [main_process(tmp_path, *args, f'--coordinator_address=localhost:{port}', '--num_processes=2',
-                          f'--process_id={i}', devices=2) for i in range(2)]
-    outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    logs = [open(workdir / f'process_{i}.log', 'w') for i in range(2)]  # not pipes: nobody reads them yet
+    procs = [main_process(workdir, *args, f'--coordinator_address=localhost:{port}', '--num_processes=2',
+                          f'--process_id={i}', devices=2, output=logs[i]) for i in range(2)]
+    yield workdir, procs
+    for p, log in zip(procs, logs):
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+def test_two_processes_train_together_like_one(two_processes):
+    steps, over = TWO_PROCESS_STEPS, TWO_PROCESS_OVERRIDES
+    tmp_path, procs = two_processes
+    for p in procs:
+        p.wait(timeout=TIMEOUT)
+    outs = [(tmp_path / f'process_{i}.log').read_text() for i in range(2)]
     assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
     assert 'process 1/2: 2 local of 4 devices' in outs[1]
     got = losses(tmp_path)

@@ -111,11 +111,20 @@ def losses_of(workdir):
     return {r['step']: r['loss'] for r in read_jsonl(os.path.join(workdir, 'metrics.jsonl'))}
 
 
-def test_checkpoints_resume_onto_another_mesh(tmp_path):
+def restore_on_data_mesh(workdir, step):
+    cfg = config('tiny')
+    _, abstract = train.state_layout(train.make_trainer(cfg), cfg, sharding.make_mesh(cfg.mesh))
+    return checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints')).restore(step, abstract)[0]
+
+
+def test_checkpoints_resume_onto_another_mesh(tmp_path, tiny_reference):
     """Save on a data-parallel mesh, resume on an FSDP mesh: same numbers as one run."""
     over = {'train.log_every': 1, 'checkpoint.every_steps': 2, 'checkpoint.keep_last': 1,
             'checkpoint.keep_every': 4}
-    straight, _ = train_quiet(config('tiny', **over, **{'train.num_steps': 6}), tmp_path / 'straight')
+    # the straight run: the session's tiny reference (data mesh, checkpoints every 6 steps), at step 6
+    reference_dir, _ = tiny_reference
+    straight = restore_on_data_mesh(reference_dir, 6)
+    assert int(straight['step']) == 6
     train_quiet(config('tiny', **over, **{'train.num_steps': 5}), tmp_path / 'split')
     ckpt = checkpoint.Checkpointer(str(tmp_path / 'split' / 'checkpoints'), every_steps=2)
     assert ckpt.all_steps() == [4, 5]  # keep_last 1 plus every 4th
@@ -131,7 +140,7 @@ def test_checkpoints_resume_onto_another_mesh(tmp_path):
     assert qkv.sharding.spec == jax.sharding.PartitionSpec('fsdp', None)
     assert sorted(losses_of(tmp_path / 'split')) == list(range(6))
     np.testing.assert_allclose([losses_of(tmp_path / 'split')[s] for s in range(6)],
-                               [losses_of(tmp_path / 'straight')[s] for s in range(6)], rtol=2e-5)
+                               [losses_of(reference_dir)[s] for s in range(6)], rtol=2e-5)
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-6)
     with pytest.raises(UsageError, match=r'another model layout: pass --config.model.pred_depth=2 '):
@@ -170,16 +179,16 @@ def read_tensorboard_scalars(logdir):
     return out
 
 
-def test_tensorboard_events_match_jsonl(tmp_path):
-    train_quiet(config('tiny', **{'train.num_steps': 4, 'train.log_every': 1}), tmp_path)
-    scalars = read_tensorboard_scalars(tmp_path / 'tensorboard')
-    jsonl = losses_of(tmp_path)
-    assert sorted(scalars['loss']) == sorted(jsonl) == [0, 1, 2, 3]
-    np.testing.assert_allclose([scalars['loss'][s] for s in range(4)], [jsonl[s] for s in range(4)], rtol=1e-6)
+def test_tensorboard_events_match_jsonl(tiny_reference):
+    workdir, _ = tiny_reference  # 20 steps, the loss logged every step
+    scalars = read_tensorboard_scalars(workdir / 'tensorboard')
+    jsonl = losses_of(workdir)
+    assert sorted(scalars['loss']) == sorted(jsonl) == list(range(20))
+    np.testing.assert_allclose([scalars['loss'][s] for s in range(20)], [jsonl[s] for s in range(20)], rtol=1e-6)
     assert {'lr', 'momentum', 'grad_norm_encoder', 'skipped_records'} <= set(scalars)
-    compiled = json.load(open(tmp_path / 'compile.json'))
+    compiled = json.load(open(workdir / 'compile.json'))
     assert compiled['peak_bytes'] > compiled['argument_bytes'] > 0 and compiled['flops'] > 0
-    assert os.path.getsize(tmp_path / 'loss.png') > 0
+    assert os.path.getsize(workdir / 'loss.png') > 0
 
 
 def test_aot_compile_reports_per_device_memory():
