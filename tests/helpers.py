@@ -60,6 +60,16 @@ def jepa_outputs(encoder_def, predictor_def, params, target, clips, masks):
             'loss': jepa.jepa_loss(enc, pred, h, clips, masks)[0]}
 
 
+def assert_matches_fixture(out, io, num_masks, tol):
+    """jepa_outputs(...) against the parity fixture's recorded outputs (io.npz)."""
+    np.testing.assert_allclose(out['encoder'], io['encoder_out'], atol=tol)
+    np.testing.assert_allclose(out['target'], io['target_encoder_out'], atol=tol)
+    np.testing.assert_allclose(out['target_features'], io['target_encoder_out_layernorm'], atol=tol)
+    for m in range(num_masks):
+        np.testing.assert_allclose(out['context'][m], io[f'context_out_{m}'], atol=tol)
+        np.testing.assert_allclose(out['predictor'][m], io[f'predictor_out_{m}'], atol=tol)
+
+
 def compiled_call(module, *args):
     """module(*args) through one jit per module structure and argument shapes (op by op, a
     forward pass of even these small models costs seconds)."""

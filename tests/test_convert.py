@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import MICRO, ROOT, cache_every_compilation, compiled_call, config, fixture_io, jepa_outputs
+from helpers import (MICRO, ROOT, assert_matches_fixture, cache_every_compilation, compiled_call, config, fixture_io,
+                     jepa_outputs)
 from vjepa_jax import torch_io, train
 from vjepa_jax.tools import convert_torch
 
@@ -81,12 +82,7 @@ def test_converted_networks_reproduce_the_original_outputs(converted):
     trainer = train.make_trainer(cfg)
     out = jepa_outputs(trainer.encoder_def, trainer.predictor_def, state['params'], state['target_encoder'], clips,
                        masks)
-    np.testing.assert_allclose(out['encoder'], io['encoder_out'], atol=TOL)
-    np.testing.assert_allclose(out['target'], io['target_encoder_out'], atol=TOL)
-    np.testing.assert_allclose(out['target_features'], io['target_encoder_out_layernorm'], atol=TOL)
-    for m in range(len(masks)):
-        np.testing.assert_allclose(out['context'][m], io[f'context_out_{m}'], atol=TOL)
-        np.testing.assert_allclose(out['predictor'][m], io[f'predictor_out_{m}'], atol=TOL)
+    assert_matches_fixture(out, io, len(masks), TOL)
     np.testing.assert_allclose(float(out['loss']), float(io['loss']), rtol=1e-6)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import fixture_io, fixture_params, jepa_outputs, micro_models
+from helpers import assert_matches_fixture, fixture_io, fixture_params, jepa_outputs, micro_models
 from vjepa_jax import jepa, optim, train
 from vjepa_jax.config import base_config
 from vjepa_jax.models import torch_names
@@ -33,12 +33,7 @@ def test_forward_outputs_match(loaded):
     enc_def, pred_def, params, target = loaded
     io, clips, masks = fixture_io()
     out = jepa_outputs(enc_def, pred_def, params, target, clips, masks)
-    np.testing.assert_allclose(out['encoder'], io['encoder_out'], atol=TOL)
-    np.testing.assert_allclose(out['target'], io['target_encoder_out'], atol=TOL)
-    np.testing.assert_allclose(out['target_features'], io['target_encoder_out_layernorm'], atol=TOL)
-    for m in range(len(masks)):
-        np.testing.assert_allclose(out['context'][m], io[f'context_out_{m}'], atol=TOL)
-        np.testing.assert_allclose(out['predictor'][m], io[f'predictor_out_{m}'], atol=TOL)
+    assert_matches_fixture(out, io, len(masks), TOL)
     # the first generator's pair on its own (the predictor input is that pair's context encoding)
     np.testing.assert_allclose(out['predictor'][0], io['single_pair_pred_out'], atol=TOL)
 

@@ -112,7 +112,6 @@ def load_ac(directory: str):
 def encoder_for_evaluation(config, workdir: str = '', which: str = 'target_encoder', random_init: bool = False,
                            seed: int = 0):
     """A workdir's encoder (one process, one device), or a random init when asked for."""
-    config.mesh.data = 1
     if workdir:
         return load_encoder(workdir, config, which=which)
     if random_init:
