@@ -23,14 +23,16 @@ def test_demo_writes_the_report(demo_run):
     for png in ('loss', 'masks', 'probes', 'pair', 'surprise_pretrained', 'surprise_random'):
         assert os.path.getsize(os.path.join(workdir, f'{png}.png')) > 1000, png
     report = open(out['report']).read()
-    assert '| probe: num_objects (top-1 %) |' in report and '| physics: all pairs (pairwise %) |' in report
+    assert '| probe: num_objects (top-1 %) |' in report and '| physics: all (pairwise %) |' in report
     summary = json.load(open(os.path.join(workdir, 'summary.json')))
     for name in ('pretrained', 'random'):
         assert set(summary['probes'][name]) == {'num_objects'}
         assert 0.0 <= summary['probes'][name]['num_objects'] <= 100.0
         physics_summary = summary['physics'][name]
         assert set(physics_summary) == set(physics.VIOLATIONS) | {'all'}
-        assert physics_summary['all']['pairs'] == len(physics.VIOLATIONS) * config.demo.world.pairs_per_kind
+        per_kind = config.demo.world.pairs_per_kind  # a vanish quadruplet is 2 pairs of one group
+        assert physics_summary['all']['pairs'] == (len(physics.VIOLATIONS) + 1) * per_kind
+        assert physics_summary['all']['groups'] == len(physics.VIOLATIONS) * per_kind
         results = json.load(open(os.path.join(workdir, 'physics', name, 'results.json')))
         assert {r['property'] for r in results} == set(physics.VIOLATIONS)
     # the pretraining ran the configured steps; the random model is the pretraining's own init

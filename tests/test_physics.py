@@ -101,6 +101,12 @@ def test_impossible_twin_differs_only_after_its_break_frame(kind):
         np.testing.assert_array_equal(possible['pos'][:b], impossible['pos'][:b])
         if kind == 'vanish':  # unseen: hidden at b, and gone from the impossible twin from b on
             assert not changed[0].any() and not impossible['visible'][b:, pair['violation'].obj].any()
+            # the balancing twins: never there (possible) and appearing at b (impossible)
+            np.testing.assert_array_equal(pair['never'][:b], pair['appear'][:b])
+            np.testing.assert_array_equal(pair['appear'][b:], pair['possible'][b:])
+            np.testing.assert_array_equal(pair['never'][b:], pair['impossible'][b:])
+            appeared = np.any(pair['never'][b:] != pair['appear'][b:], -1)
+            assert not appeared[0].any() and appeared.sum() >= CFG.min_visible_diff
         if kind == 'pass_through_wall':  # the possible object bounced at b, the impossible one is across
             o, wall = pair['violation'].obj, pair['scene'].wall_x
             side = np.sign(possible['pos'][0, o, 1] - wall)
@@ -116,8 +122,9 @@ def test_world_is_deterministic_and_facts_match_the_scene():
     facts = a[2]
     assert facts['num_objects'] + 1 == len(facts['radius'])
     assert facts['collision'] == int(facts['collisions'] > 0)
-    lo, hi = CFG.speed_edges[facts['speed']], CFG.speed_edges[facts['speed'] + 1]
-    assert all(lo <= np.hypot(*v) <= hi for v in facts['velocity'])
+    edges = (0.0, *CFG.speed_fact_edges, np.inf)
+    assert edges[facts['speed']] <= facts['mean_speed'] < edges[facts['speed'] + 1]
+    assert facts['mean_speed'] == round(float(np.mean(np.linalg.norm(a[1]['vel'], axis=-1))), 4)
 
 
 def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
@@ -140,6 +147,30 @@ def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
     assert result['possible']['frames'] == (starts + 4).tolist()
     summary = ip.summarise([result])
     assert summary['teleport']['accuracy'] == 100.0 * result['correct']
+
+
+def test_groups_are_judged_by_summed_surprise():
+    """IntPhys scoring: a quadruplet is right when its impossible videos together are more
+    surprising than its possible ones, even if one of its pairs alone is wrong."""
+    from vjepa_jax.evals import intuitive_physics as ip
+    row = lambda group, possible, impossible: {'group': group, 'property': 'vanish', 'correct': possible < impossible,
+                                                'possible': {'score': possible}, 'impossible': {'score': impossible}}
+    results = [row('q0', 1.0, 0.8), row('q0', 0.5, 1.0),   # one pair wrong, the group right
+               row('q1', 1.0, 1.1), row('q1', 1.0, 0.5),   # one pair right, the group wrong
+               row('line 5', 0.2, 0.3)]                    # a pair without a group
+    summary = ip.summarise(results)['vanish']
+    assert (summary['pairs'], summary['groups']) == (5, 3)
+    assert summary['accuracy'] == pytest.approx(200 / 3) and summary['pair_accuracy'] == pytest.approx(60.0)
+
+
+def test_world_pairs_list_groups_the_vanish_quadruplets(tmp_path):
+    from vjepa_jax.evals import intuitive_physics as ip
+    physics.write_world(str(tmp_path), CFG, {'train': 1}, pairs_per_kind=1, kinds=('vanish', 'teleport'), log=print)
+    pairs = ip.read_pairs(str(tmp_path / 'voe' / 'pairs.csv'))
+    assert [(p['property'], p['group'], os.path.basename(p['impossible'])) for p in pairs] == [
+        ('vanish', 'vanish_000', 'vanish_000_impossible.mp4'), ('vanish', 'vanish_000', 'vanish_000_appear.mp4'),
+        ('teleport', 'teleport_000', 'teleport_000_impossible.mp4')]
+    assert all(os.path.exists(p[w]) for p in pairs for w in ('possible', 'impossible'))
 
 
 def test_pairs_list_errors_name_the_line(tmp_path):

@@ -134,7 +134,7 @@ def run_physics(config, workdir: str, networks: dict, pairs: str, log=print) -> 
         out[name] = ip.run(ip.SurpriseModel(*networks[name], cfg), pairs, os.path.join(workdir, 'physics', name),
                            name, log=lambda *_: None)
         log(f'intuitive physics {name:10s} pairwise accuracy {out[name]["all"]["accuracy"]:5.1f}% '
-            f'({out[name]["all"]["pairs"]} pairs, {time.time() - t0:.0f}s)')
+            f'({out[name]["all"]["groups"]} pairs and quadruplets, {time.time() - t0:.0f}s)')
     return out
 
 
@@ -240,8 +240,7 @@ def summary_table(probes: dict, physics_summary: dict) -> str:
         lines.append(f'| probe: {fact} (top-1 %) | {probes["pretrained"][fact]:.1f} | {probes["random"][fact]:.1f} '
                      f'| {100 / classes:.1f} |')
     for prop in physics_summary['pretrained']:
-        label = 'all pairs' if prop == 'all' else prop
-        lines.append(f'| physics: {label} (pairwise %) | {physics_summary["pretrained"][prop]["accuracy"]:.1f} '
+        lines.append(f'| physics: {prop} (pairwise %) | {physics_summary["pretrained"][prop]["accuracy"]:.1f} '
                      f'| {physics_summary["random"][prop]["accuracy"]:.1f} | 50.0 |')
     return '\n'.join(lines)
 
@@ -267,7 +266,8 @@ for {rows[-1]['step'] + 1 if rows else 0} steps (batch {config.data.global_batch
 videos of the synthetic physics world; loss {rows[0]['loss']:.4f} -> {rows[-1]['loss']:.4f}.
 Probes: attentive probes on the frozen target encoder, trained on {w.train} and scored on {w.validation}
 held-out videos. Physics: {w.pairs_per_kind} violation pairs per property; a pair is right when the possible
-video is less surprising ({config.demo.voe_reduce} surprise over windows) than its impossible twin.
+video is less surprising ({config.demo.voe_reduce} surprise over windows) than its impossible twin;
+a vanish quadruplet (+ a never-there / appearing pair) when its impossible videos are, summed.
 The random init is the initialisation the pretraining started from.
 
 {table}

@@ -17,7 +17,11 @@ class, whether objects collided; also the raw velocities, event counts and layou
 Violation-of-expectation pairs (make_pair): a possible video and an impossible twin that
 breaks one law (VIOLATIONS) at a known frame b. The twins are the same simulation up to
 b, so frames 0..b-1 are identical; from b on the impossible one differs visibly:
-  vanish             the object disappears while hidden behind the occluder
+  vanish             the object disappears while hidden behind the occluder; IntPhys-style,
+                     the pair comes with a second one that balances object presence: a
+                     possible video without the object at all and an impossible one where it
+                     appears from behind the occluder (make_pair's 'never' / 'appear'), so a
+                     model cannot win by how many objects a video shows
   teleport           the object jumps to a far place and goes on
   pass_through_wall  the object crosses the interior wall instead of bouncing
   change_colour      the object takes another colour
@@ -45,6 +49,7 @@ FACTS = {'num_objects': 3, 'gravity': 4, 'speed': 3, 'collision': 2}  # probe ta
 PALETTE = np.array([[230, 60, 50], [60, 200, 70], [70, 110, 240], [240, 210, 50], [210, 80, 220],
                     [60, 220, 220]], np.float64)
 WALL_COLOUR = np.array([150, 150, 150], np.float64)
+WORLD_FORMAT = 2  # write_world's layout and facts: a world written by another format is rewritten
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +59,9 @@ class WorldConfig:
     fps: int = 8
     max_objects: int = 3
     radius: tuple = (4.0, 7.0)               # px
-    speed_edges: tuple = (0.6, 1.2, 1.8, 2.4)  # px/frame: slow [0.6, 1.2), medium, fast
+    speed_edges: tuple = (0.6, 1.2, 1.8, 2.4)  # px/frame: initial speeds are drawn in one of these ranges
+    speed_fact_edges: tuple = (1.7, 2.15)    # px/frame: the `speed` fact is the class of the mean |v|
+                                             # over frames and objects (about tertiles at these settings)
     gravity: float = 0.15                    # px/frame^2
     substeps: int = 8
     occluder_prob: float = 0.5
@@ -295,10 +302,14 @@ def sample_scene(rng: np.random.Generator, cfg: WorldConfig, *, wall: bool | Non
                  occluder=occ)
 
 
-def facts(scene: Scene, traj: dict) -> dict:
-    """The video's latent facts: the probe targets (FACTS, as class indices) and raw values."""
+def facts(scene: Scene, traj: dict, cfg: WorldConfig) -> dict:
+    """The video's latent facts: the probe targets (FACTS, as class indices) and raw values.
+    `speed` is the observed one, the mean |v| over frames and objects: under gravity the drawn
+    initial speed soon stops showing."""
     kinds = [e[1] for e in traj['events']]
-    return {'num_objects': len(scene.radius) - 1, 'gravity': scene.gravity, 'speed': scene.speed,
+    mean_speed = float(np.mean(np.linalg.norm(traj['vel'], axis=-1)))
+    return {'num_objects': len(scene.radius) - 1, 'gravity': scene.gravity,
+            'speed': int(np.searchsorted(cfg.speed_fact_edges, mean_speed)), 'mean_speed': round(mean_speed, 4),
             'collision': int('collision' in kinds), 'collisions': kinds.count('collision'),
             'edge_bounces': kinds.count('edge'), 'wall_bounces': kinds.count('wall'),
             'occluder': int(scene.occluder is not None), 'wall': int(not np.isnan(scene.wall_x)),
@@ -310,7 +321,7 @@ def sample_video(rng: np.random.Generator, cfg: WorldConfig) -> tuple:
     """-> (frames (T, H, W, 3) uint8, trajectory, facts) of a random possible video."""
     scene = sample_scene(rng, cfg)
     traj = simulate(scene, cfg)
-    return render(scene, traj, cfg), traj, facts(scene, traj)
+    return render(scene, traj, cfg), traj, facts(scene, traj, cfg)
 
 
 def _choose_violation(rng, kind: str, scene: Scene, traj: dict, cfg: WorldConfig):
@@ -342,10 +353,20 @@ def _choose_violation(rng, kind: str, scene: Scene, traj: dict, cfg: WorldConfig
     return Violation(kind, obj, frame)  # vanish, change_shape, float
 
 
+def _hidden(traj: dict, obj: int, frames: slice) -> dict:
+    """traj with object obj invisible over `frames` (the motion unchanged)."""
+    visible = traj['visible'].copy()
+    visible[frames, obj] = False
+    return {**traj, 'visible': visible}
+
+
 def make_pair(rng: np.random.Generator, cfg: WorldConfig, kind: str, max_tries: int = 200) -> dict:
     """A possible video and its impossible twin breaking `kind` at a known frame:
     {'possible', 'impossible' (T, H, W, 3) uint8, 'violation', 'facts', 'scene',
-     'trajectories' (possible, impossible)}."""
+     'trajectories' (possible, impossible)}. A vanish pair also has 'never' (possible: the
+    object is never there) and 'appear' (impossible: it appears from behind the screen at the
+    break frame): the four videos show the object for the same number of frames in all. The
+    vanishing object touches no other object, so the others move the same in all four."""
     if kind not in VIOLATIONS:
         raise ValueError(f'violation {kind!r}: choose one of {VIOLATIONS}')
     for _ in range(max_tries):
@@ -359,13 +380,21 @@ def make_pair(rng: np.random.Generator, cfg: WorldConfig, kind: str, max_tries: 
             x_obj = possible['pos'][violation.frame, violation.obj, 1]
             vx = -np.sign(possible['vel'][violation.frame, violation.obj, 1] or 1.0) * rng.uniform(*cfg.occluder_speed)
             scene.occluder = (float(x_obj - vx * violation.frame), float(vx))
+        if kind == 'vanish' and any(e[1] == 'collision' and violation.obj in e[2:] for e in possible['events']):
+            continue  # a hidden object would still push the others
         impossible = simulate(scene, cfg, violation)
         a, b = render(scene, possible, cfg), render(scene, impossible, cfg)
-        changed = np.any(a != b, axis=-1)
-        if kind == 'vanish' and changed[violation.frame].any():
-            continue  # the object must vanish unseen
-        if changed[violation.frame:].sum() >= cfg.min_visible_diff:
-            return {'possible': a, 'impossible': b, 'violation': violation, 'facts': facts(scene, possible),
+        twins = [(a, b)]
+        out = {'possible': a, 'impossible': b}
+        if kind == 'vanish':
+            out['never'], out['appear'] = (render(scene, _hidden(possible, violation.obj, frames), cfg)
+                                           for frames in (slice(None), slice(0, violation.frame)))
+            twins.append((out['never'], out['appear']))
+        changed = [np.any(x != y, axis=-1) for x, y in twins]
+        if kind == 'vanish' and any(c[violation.frame].any() for c in changed):
+            continue  # the object must vanish (and appear) unseen, behind the screen
+        if all(c[violation.frame:].sum() >= cfg.min_visible_diff for c in changed):
+            return {**out, 'violation': violation, 'facts': facts(scene, possible, cfg),
                     'scene': scene, 'trajectories': (possible, impossible)}
     raise RuntimeError(f'no {kind} pair after {max_tries} scenes: loosen WorldConfig.break_range')
 
@@ -377,12 +406,14 @@ def write_world(folder: str, cfg: WorldConfig, counts: dict, pairs_per_kind: int
                 kinds=VIOLATIONS, log=print) -> dict:
     """Videos (mp4) with facts for each split, and violation-of-expectation pairs:
       folder/{split}/{index}.mp4, folder/{split}.jsonl   one {"path", "facts"} row per video
-      folder/voe/{kind}_{index}_{possible|impossible}.mp4, folder/voe/pairs.csv
-            ('possible impossible property break_frame' per line; see evals/intuitive_physics)
+      folder/voe/{kind}_{index}_{possible|impossible|never|appear}.mp4, folder/voe/pairs.csv
+            ('possible impossible property break_frame group' per line, see
+            evals/intuitive_physics; a vanish quadruplet is two lines of one group)
       folder/world.json                                  what was written (the cache key)
     A folder already holding the same world is kept as it is. -> the world.json dict."""
     from vjepa_jax.data.decode import encode_video
-    spec = json.loads(json.dumps({'config': dataclasses.asdict(cfg), 'counts': dict(sorted(counts.items())),
+    spec = json.loads(json.dumps({'format': WORLD_FORMAT, 'config': dataclasses.asdict(cfg),
+                                  'counts': dict(sorted(counts.items())),
                                   'pairs_per_kind': pairs_per_kind, 'seed': seed, 'kinds': list(kinds)}))
     marker = os.path.join(folder, 'world.json')
     if os.path.exists(marker):
@@ -406,10 +437,13 @@ def write_world(folder: str, cfg: WorldConfig, counts: dict, pairs_per_kind: int
         for k, kind in enumerate(kinds):
             for i in range(pairs_per_kind):
                 pair = make_pair(np.random.default_rng([seed, 1000 + VIOLATIONS.index(kind), i]), cfg, kind)
-                names = [f'{kind}_{i:03d}_{w}.mp4' for w in ('possible', 'impossible')]
-                for name, w in zip(names, ('possible', 'impossible')):
-                    encode_video(pair[w], os.path.join(voe, name), fps=cfg.fps)
-                pairs.write(f'{names[0]} {names[1]} {kind} {pair["violation"].frame}\n')
+                group = f'{kind}_{i:03d}'
+                for twins in (('possible', 'impossible'), ('never', 'appear')):
+                    if twins[0] not in pair:
+                        continue
+                    for w in twins:
+                        encode_video(pair[w], os.path.join(voe, f'{group}_{w}.mp4'), fps=cfg.fps)
+                    pairs.write(f'{group}_{twins[0]}.mp4 {group}_{twins[1]}.mp4 {kind} {pair["violation"].frame} {group}\n')
     log(f'physics world: {pairs_per_kind} violation pairs x {len(kinds)} kinds in {voe}')
     with open(marker, 'w') as f:
         json.dump(spec, f, indent=1)

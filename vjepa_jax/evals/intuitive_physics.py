@@ -7,10 +7,13 @@ For each video, windows of `window` frames slide by `stride`; in each window the
     h = layer_norm(target_encoder(window))[tgt]           (the pretraining targets)
     surprise(window) = mean |z - h|                        (per target time step too)
 A video's score is the max (or mean) surprise over its windows; a pair is right when the
-possible video scores lower than the impossible one. Accuracy is reported per property.
+possible video scores lower than the impossible one. Pairs that share a group are judged
+together, as IntPhys scores its quadruplets (2 possible + 2 impossible videos that balance
+what is shown): right when the impossible videos' summed score exceeds the possible ones'.
+Accuracy (over groups; a pair without a group is its own) is reported per property.
 
 Pairs list ('pairs.csv'): one pair per line, space separated, paths relative to the list:
-    possible impossible property [break_frame]
+    possible impossible property [break_frame [group]]        (break_frame -1: unknown)
 Each path is a video file or a folder of frame images (IntPhys scenes: the folder of PNGs).
 
     python -m vjepa_jax.evals.intuitive_physics --pairs=world/voe/pairs.csv --workdir=runs/voe \\
@@ -51,21 +54,22 @@ class SurpriseConfig:
 # Inputs
 # ----------------------------------------------------------------------------------------
 def read_pairs(path: str) -> list:
-    """-> [{'possible', 'impossible' (paths), 'property', 'break_frame' (-1: unknown)}]."""
+    """-> [{'possible', 'impossible' (paths), 'property', 'break_frame' (-1: unknown),
+    'group' (the line number when none is named)}]."""
+    line_format = '"possible impossible property [break_frame [group]]"'
     if not os.path.exists(path):
-        raise FileNotFoundError(f'pairs list {path} not found: pass --pairs=FILE with '
-                                '"possible impossible property [break_frame]" lines')
+        raise FileNotFoundError(f'pairs list {path} not found: pass --pairs=FILE with {line_format} lines')
     base, pairs = os.path.dirname(os.path.abspath(path)), []
     for n, line in enumerate(open(path)):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) not in (3, 4) or (len(parts) == 4 and not parts[3].lstrip('-').isdigit()):
-            raise ValueError(f'{path}:{n + 1}: expected "possible impossible property [break_frame]", '
-                             f'got {line.strip()!r}')
+        if len(parts) not in (3, 4, 5) or (len(parts) >= 4 and not parts[3].lstrip('-').isdigit()):
+            raise ValueError(f'{path}:{n + 1}: expected {line_format}, got {line.strip()!r}')
         full = [p if os.path.isabs(p) else os.path.join(base, p) for p in parts[:2]]
         pairs.append({'possible': full[0], 'impossible': full[1], 'property': parts[2],
-                      'break_frame': int(parts[3]) if len(parts) == 4 else -1})
+                      'break_frame': int(parts[3]) if len(parts) >= 4 else -1,
+                      'group': parts[4] if len(parts) == 5 else f'line {n + 1}'})
     if not pairs:
         raise ValueError(f'{path}: no pairs listed')
     return pairs
@@ -175,13 +179,24 @@ def evaluate_pairs(model: SurpriseModel, pairs: list, log=None) -> list:
     return results
 
 
+def group_accuracy(results: list) -> float:
+    """% of groups whose impossible videos' summed score exceeds their possible videos'."""
+    gaps = {}
+    for r in results:
+        gaps[r['group']] = gaps.get(r['group'], 0.0) + r['impossible']['score'] - r['possible']['score']
+    return 100.0 * float(np.mean([gap > 0 for gap in gaps.values()]))
+
+
 def summarise(results: list) -> dict:
-    """{property: {'pairs', 'accuracy' (%), 'mean_gap' (impossible - possible score)}, ..., 'all': ...}."""
+    """{property: {'pairs', 'groups', 'accuracy' (% of groups), 'pair_accuracy' (% of pairs),
+    'mean_gap' (impossible - possible score)}, ..., 'all': ...}."""
     out = {}
     for prop in sorted({r['property'] for r in results}) + ['all']:
         rows = [r for r in results if prop in ('all', r['property'])]
         gaps = [r['impossible']['score'] - r['possible']['score'] for r in rows]
-        out[prop] = {'pairs': len(rows), 'accuracy': 100.0 * float(np.mean([r['correct'] for r in rows])),
+        out[prop] = {'pairs': len(rows), 'groups': len({r['group'] for r in rows}),
+                     'accuracy': group_accuracy(rows),
+                     'pair_accuracy': 100.0 * float(np.mean([r['correct'] for r in rows])),
                      'mean_gap': float(np.mean(gaps))}
     props = [p for p in out if p != 'all']
     out['all']['macro_accuracy'] = float(np.mean([out[p]['accuracy'] for p in props]))
@@ -210,8 +225,9 @@ def plot_surprise(results: list, path: str, title: str = '') -> str:
         breaks = [r['break_frame'] for r in group if r['break_frame'] >= 0]
         if breaks:
             ax.axvline(np.mean(breaks), color='k', ls='--', lw=1)
-        acc = 100.0 * np.mean([r['correct'] for r in group])
-        ax.set_title(f'{prop}: {acc:.0f}% of {len(group)} pairs', fontsize=9)
+        groups = len({r['group'] for r in group})
+        ax.set_title(f'{prop}: {group_accuracy(group):.0f}% of {groups} ' + ('pairs' if groups == len(group) else
+                                                                                'groups'), fontsize=9)
         ax.set_xlabel('first predicted frame', fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(props):]:
@@ -227,9 +243,10 @@ def plot_surprise(results: list, path: str, title: str = '') -> str:
 
 
 def table(summary: dict) -> str:
-    lines = ['| property | pairs | accuracy (%) | mean surprise gap |', '| --- | --- | --- | --- |']
+    lines = ['| property | pairs | groups | accuracy (% of groups) | mean surprise gap |',
+             '| --- | --- | --- | --- | --- |']
     for prop, row in summary.items():
-        lines.append(f"| {prop} | {row['pairs']} | {row['accuracy']:.1f} | {row['mean_gap']:+.4f} |")
+        lines.append(f"| {prop} | {row['pairs']} | {row['groups']} | {row['accuracy']:.1f} | {row['mean_gap']:+.4f} |")
     return '\n'.join(lines)
 
 
@@ -263,7 +280,7 @@ def model_from(config, checkpoint: str = '', random_init: bool = False, seed: in
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--pairs', required=True, help='pairs list: "possible impossible property [break_frame]"')
+    ap.add_argument('--pairs', required=True, help='pairs list: "possible impossible property [break_frame [group]]"')
     ap.add_argument('--workdir', required=True, help='where results.json, summary.json, surprise.png go')
     ap.add_argument('--config', required=True, help='the pretraining config of the model (configs/...py)')
     ap.add_argument('--checkpoint', default='', help='a training (or converted) workdir')
