@@ -20,6 +20,7 @@ from flax import nnx
 # One definition of every published variant: dim, depth, heads, MLP ratio.
 VIT_VARIANTS = {
     'micro': dict(embed_dim=96, depth=2, num_heads=3, mlp_ratio=4.0),  # the parity fixture
+    'mini': dict(embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0),   # the CPU demo (configs/demo.py)
     'tiny': dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
     'small': dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0),
     'base': dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
