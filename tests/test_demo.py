@@ -19,12 +19,17 @@ def demo_run(tmp_path_factory):
 
 def test_demo_writes_the_report(demo_run):
     from vjepa_jax.data import physics
+    from vjepa_jax.models.vit import VIT_VARIANTS
     workdir, config, out, lines = demo_run
     for png in ('loss', 'masks', 'probes', 'pair', 'surprise_pretrained', 'surprise_random'):
         assert os.path.getsize(os.path.join(workdir, f'{png}.png')) > 1000, png
     report = open(out['report']).read()
     assert '| probe: num_objects (top-1 %) |' in report and '| physics: all (pairwise %) |' in report
     summary = json.load(open(os.path.join(workdir, 'summary.json')))
+    width = VIT_VARIANTS[config.model.variant]['embed_dim']
+    assert '| effective rank of the validation tokens |' in report
+    assert all(1.0 <= summary['effective_rank'][name] <= width for name in ('pretrained', 'random'))
+    assert summary['effective_rank']['pretrained'] != summary['effective_rank']['random']
     for name in ('pretrained', 'random'):
         assert set(summary['probes'][name]) == {'num_objects'}
         assert 0.0 <= summary['probes'][name]['num_objects'] <= 100.0
@@ -53,3 +58,4 @@ def test_demo_rerun_reuses_world_and_pretraining(demo_run):
     assert any('reusing' in line for line in lines) and any('finished earlier' in line for line in lines)
     assert again['probes'] == out['probes']
     assert again['physics'] == out['physics']
+    assert again['effective_rank'] == out['effective_rank']

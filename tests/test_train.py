@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, config
-from vjepa_jax import masks, train
+from vjepa_jax import jepa, masks, train
 from vjepa_jax.data import synthetic
 
 
@@ -44,11 +44,24 @@ def test_step_compiles_once_and_target_moves_only_by_ema(tiny):
         for got, exp in zip(jax.tree.leaves(state['target_encoder']), jax.tree.leaves(want)):
             np.testing.assert_allclose(got, exp, rtol=1e-6, atol=1e-7)
     assert step_fn._cache_size() == 1  # fresh masks every step, one compilation
+    dim = jax.eval_shape(trainer.targets, state['target_encoder'], clips).shape[-1]
+    assert 1.0 <= float(out['rank_target']) <= dim
     assert int(state['step']) == 20 and np.isfinite(losses).all()
     # the optimiser state covers only the online networks: no gradient path to the target
     opt_leaves = jax.tree.leaves(state['opt_state'])
     n_online = len(jax.tree.leaves(state['params']))
     assert sum(leaf.ndim > 0 for leaf in opt_leaves) == 2 * n_online  # Adam mu and nu
+
+
+def test_effective_rank_counts_directions():
+    rng = np.random.default_rng(0)
+    iso = rng.normal(size=(4096, 16))
+    assert 15.0 < float(jepa.effective_rank(jnp.asarray(iso))) <= 16.0
+    assert abs(float(jepa.effective_rank(jnp.asarray(100 * iso))) - float(jepa.effective_rank(jnp.asarray(iso)))) < 1e-2
+    line = np.outer(rng.normal(size=4096), rng.normal(size=16))  # one direction
+    assert float(jepa.effective_rank(jnp.asarray(line))) < 1.1
+    three = rng.normal(size=(4096, 3)) @ rng.normal(size=(3, 16))  # three directions in 16 dims
+    assert 2.0 < float(jepa.effective_rank(jnp.asarray(three.reshape(64, 64, 16)))) < 3.05
 
 
 def test_gradients_do_not_reach_target(tiny):
@@ -67,7 +80,7 @@ def test_tiny_training_loss_goes_down(tmp_path):
     cfg.train.num_steps = 100
     train.train(cfg, str(tmp_path), log=lambda *_: None)
     rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
-    assert rows[0]['step'] == 0 and {'loss', 'lr', 'momentum'} <= set(rows[0])
+    assert rows[0]['step'] == 0 and {'loss', 'lr', 'momentum', 'rank_target'} <= set(rows[0])
     first, last = rows[0]['loss'], np.mean([r['loss'] for r in rows[-3:]])
     assert last < 0.75 * first, (first, last)
 

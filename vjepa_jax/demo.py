@@ -121,6 +121,21 @@ def run_probes(config, workdir: str, networks: dict, pretrain_dir: str, log=prin
     return out
 
 
+def feature_ranks(workdir: str) -> dict:
+    """{model: effective rank (jepa.effective_rank) of its frozen validation tokens}: the probe
+    feature caches, every token of every video (out of the embedding width)."""
+    import jax.numpy as jnp
+
+    from vjepa_jax import jepa
+    from vjepa_jax.evals import features
+    out = {}
+    for name in MODELS:
+        source = features.CacheSource(os.path.join(workdir, 'probes', name, 'features', 'validation.array_record'))
+        tokens = np.stack([source[i]['tokens'] for i in range(len(source))])  # (videos, V, L, D)
+        out[name] = float(jepa.effective_rank(jnp.asarray(tokens)))
+    return out
+
+
 def run_physics(config, workdir: str, networks: dict, pairs: str, log=print) -> dict:
     """{model: intuitive_physics summary} (outputs in WORKDIR/physics/<model>)."""
     from vjepa_jax.evals import intuitive_physics as ip
@@ -232,9 +247,10 @@ def plot_pair(config, pairs: str, path: str, kind: str = 'vanish') -> str:
     return path
 
 
-def summary_table(probes: dict, physics_summary: dict) -> str:
+def summary_table(probes: dict, physics_summary: dict, ranks: dict) -> str:
     from vjepa_jax.data.physics import FACTS
-    lines = ['| measure | pretrained | random init | chance |', '| --- | --- | --- | --- |']
+    lines = ['| measure | pretrained | random init | chance |', '| --- | --- | --- | --- |',
+             f'| effective rank of the validation tokens | {ranks["pretrained"]:.1f} | {ranks["random"]:.1f} | - |']
     for fact in probes[MODELS[0]]:
         classes = FACTS[fact]
         lines.append(f'| probe: {fact} (top-1 %) | {probes["pretrained"][fact]:.1f} | {probes["random"][fact]:.1f} '
@@ -245,7 +261,8 @@ def summary_table(probes: dict, physics_summary: dict) -> str:
     return '\n'.join(lines)
 
 
-def write_report(config, workdir: str, probes: dict, physics_summary: dict, pairs: str, seconds: dict) -> str:
+def write_report(config, workdir: str, probes: dict, physics_summary: dict, ranks: dict, pairs: str,
+                 seconds: dict) -> str:
     import shutil
     from vjepa_jax.evals.intuitive_physics import plot_surprise
     shutil.copy(os.path.join(workdir, 'pretrain', 'loss.png'), os.path.join(workdir, 'loss.png'))
@@ -257,7 +274,7 @@ def write_report(config, workdir: str, probes: dict, physics_summary: dict, pair
         plot_surprise(results, os.path.join(workdir, f'surprise_{name}.png'), f'{name}: surprise over time')
     from vjepa_jax.metrics import read_jsonl
     rows = read_jsonl(os.path.join(workdir, 'pretrain', 'metrics.jsonl'))
-    table = summary_table(probes, physics_summary)
+    table = summary_table(probes, physics_summary, ranks)
     w = config.demo.world
     text = f"""# vjepa-jax demo report (seed {config.seed})
 
@@ -268,7 +285,9 @@ Probes: attentive probes on the frozen target encoder, trained on {w.train} and 
 held-out videos. Physics: {w.pairs_per_kind} violation pairs per property; a pair is right when the possible
 video is less surprising ({config.demo.voe_reduce} surprise over windows) than its impossible twin;
 a vanish quadruplet (+ a never-there / appearing pair) when its impossible videos are, summed.
-The random init is the initialisation the pretraining started from.
+The random init is the initialisation the pretraining started from. Effective rank: RankMe (exp of the
+entropy of the singular values) over every validation token of the frozen target encoder, out of its
+width; a fall means dimensional collapse (loss.png, right: the training targets' rank per step).
 
 {table}
 
@@ -285,7 +304,8 @@ Time: {', '.join(f'{k} {v:.0f}s' for k, v in seconds.items())}.
     with open(path, 'w') as f:
         f.write(text)
     with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-        json.dump({'seed': config.seed, 'probes': probes, 'physics': physics_summary, 'seconds': seconds}, f, indent=1)
+        json.dump({'seed': config.seed, 'probes': probes, 'physics': physics_summary, 'effective_rank': ranks,
+                   'seconds': seconds}, f, indent=1)
     return path
 
 
@@ -301,14 +321,15 @@ def run(config, workdir: str, log=print) -> dict:
     networks = models(config, pretrain_dir)
     t0 = time.time()
     probes = run_probes(config, workdir, networks, pretrain_dir, log)
+    ranks = feature_ranks(workdir)
     seconds['probes'] = time.time() - t0
     t0 = time.time()
     physics_summary = run_physics(config, workdir, networks, pairs, log)
     seconds['physics'] = time.time() - t0
-    report = write_report(config, workdir, probes, physics_summary, pairs, seconds)
-    log(summary_table(probes, physics_summary))
+    report = write_report(config, workdir, probes, physics_summary, ranks, pairs, seconds)
+    log(summary_table(probes, physics_summary, ranks))
     log(f'report: {report}')
-    return {'probes': probes, 'physics': physics_summary, 'report': report}
+    return {'probes': probes, 'physics': physics_summary, 'effective_rank': ranks, 'report': report}
 
 
 def main(argv=None):

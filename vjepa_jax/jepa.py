@@ -4,6 +4,8 @@
   z_m = predictor(encoder(clip, ctx_m), ctx_m, tgt_m, m)      for each mask generator m
   loss = mean_m mean |z_m - h[tgt_m]|^p / p                   (p = loss_exp = 1)
   target <- momentum * target + (1 - momentum) * encoder      after the optimiser step
+
+effective_rank(h) watches for dimensional collapse of the targets (logged as rank_target).
 """
 from __future__ import annotations
 
@@ -47,3 +49,15 @@ def jepa_loss(encoder, predictor, h: jax.Array, clips: jax.Array, masks: Sequenc
 def ema_update(target, online, momentum):
     """k <- m k + (1 - m) q, leaf by leaf (pytrees of the same structure)."""
     return jax.tree.map(lambda k, q: momentum * k + (1.0 - momentum) * q, target, online)
+
+
+def effective_rank(h: jax.Array) -> jax.Array:
+    """RankMe (Garrido et al. 2023): exp(entropy) of the L1-normalised singular values of the
+    centred tokens. h (..., D) -> scalar in [1, D]; D when every direction carries equal
+    variance, near 1 when the features have collapsed to one direction."""
+    x = h.reshape(-1, h.shape[-1]).astype(jnp.float32)
+    x = x - x.mean(0)
+    cov = x.T @ x  # (D, D): eigenvalues = squared singular values of x
+    s = jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(cov), 0.0))
+    p = s / (s.sum() + 1e-12) + 1e-7
+    return jnp.exp(-jnp.sum(p * jnp.log(p)))

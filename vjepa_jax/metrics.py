@@ -120,7 +120,8 @@ class MetricsWriter:
 
 
 class Progress:
-    """'step 120/600 (20%) | loss 0.4123 | 3.1 steps/s | 49.6 clips/s | ETA 2m35s'."""
+    """'step 120/600 (20%) | loss 0.4123 | rank 11.2 | 3.1 steps/s | 49.6 clips/s | ETA 2m35s'
+    (rank: the targets' effective rank, when the metrics carry rank_target)."""
 
     def __init__(self, total_steps: int, batch_size: int, first_step: int = 0, stream=sys.stdout):
         self.total, self.batch, self.stream = total_steps, batch_size, stream
@@ -136,19 +137,28 @@ class Progress:
             rate = (step - self.s0) / max(now - self.t0, 1e-9)
         eta = (self.total - step) / rate if rate > 0 else float('nan')
         eta_text = f'{int(eta // 60)}m{int(eta % 60):02d}s' if rate > 0 else '--'
+        rank = f'rank {metrics["rank_target"]:.1f} | ' if 'rank_target' in metrics else ''
         line = (f'step {step}/{self.total} ({100 * step / max(self.total, 1):.0f}%) | loss {metrics["loss"]:.4f} | '
-                f'{rate:.2f} steps/s | {rate * self.batch:.1f} clips/s | ETA {eta_text}')
+                f'{rank}{rate:.2f} steps/s | {rate * self.batch:.1f} clips/s | ETA {eta_text}')
         print(line, file=self.stream, flush=True)
         return line
 
 
 def plot_loss_curve(jsonl_path: str, png_path: str, keys=('loss',)) -> str:
-    """Write a PNG of metrics over steps from a metrics.jsonl."""
+    """Write a PNG of metrics over steps from a metrics.jsonl; a second panel shows the targets'
+    effective rank (rank_target) where the rows have it."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     rows = read_jsonl(jsonl_path)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ranks = [(r['step'], r['rank_target']) for r in rows if 'rank_target' in r]
+    fig, axes = plt.subplots(1, 2 if ranks else 1, figsize=(11 if ranks else 6, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    if ranks:
+        axes[0, 1].plot([p[0] for p in ranks], [p[1] for p in ranks], color='C2')
+        axes[0, 1].set_xlabel('step')
+        axes[0, 1].set_ylabel('effective rank of the targets')
+        axes[0, 1].grid(alpha=0.3)
     for key in keys:
         pts = [(r['step'], r[key]) for r in rows if key in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key)

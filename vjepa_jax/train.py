@@ -92,10 +92,14 @@ class Trainer:
                 'target_encoder': jax.tree.map(jnp.copy, params['encoder']),
                 'opt_state': self.optimizer.init(params)}
 
-    def loss_and_grads(self, params, target_params, clips, mask_list):
-        """-> ((loss, per-generator losses), grads wrt params)."""
-        batch = ('batch', None, None)
-        h = sharding.constrain(jepa.target_features(nnx.merge(self.encoder_def, target_params), clips), batch)
+    def targets(self, target_params, clips):
+        """Layer-normed target-encoder tokens (B, N, D), batch-sharded."""
+        return sharding.constrain(jepa.target_features(nnx.merge(self.encoder_def, target_params), clips),
+                                  ('batch', None, None))
+
+    def loss_and_grads(self, params, target_params, clips, mask_list, h=None):
+        """-> ((loss, per-generator losses), grads wrt params). h: the targets when already computed."""
+        h = self.targets(target_params, clips) if h is None else h
 
         def loss_fn(p):
             return jepa.jepa_loss(nnx.merge(self.encoder_def, p['encoder']),
@@ -105,14 +109,16 @@ class Trainer:
     def train_step(self, state, clips, mask_list):
         """Pure: (state, clips (B, T, H, W, C), [(ctx (B, Kc), tgt (B, Kt))]) -> (state, metrics)."""
         step = state['step']
-        (loss, per_mask), grads = self.loss_and_grads(state['params'], state['target_encoder'], clips, mask_list)
+        h = self.targets(state['target_encoder'], clips)
+        (loss, per_mask), grads = self.loss_and_grads(state['params'], state['target_encoder'], clips, mask_list, h)
         updates, opt_state = self.optimizer.update(grads, state['opt_state'], state['params'])
         params = optax.apply_updates(state['params'], updates)
         momentum = self.schedules.momentum(step)
         target = jepa.ema_update(state['target_encoder'], params['encoder'], momentum)
         out = {'loss': loss, 'lr': self.schedules.lr(step), 'wd': self.schedules.wd(step), 'momentum': momentum,
                'grad_norm_encoder': optax.tree.norm(grads['encoder']),
-               'grad_norm_predictor': optax.tree.norm(grads['predictor'])}
+               'grad_norm_predictor': optax.tree.norm(grads['predictor']),
+               'rank_target': jepa.effective_rank(h)}  # collapse watch: tokens' effective rank, of D
         out.update({f'loss_mask{m}': per_mask[m] for m in range(per_mask.shape[0])})
         return {'step': step + 1, 'params': params, 'target_encoder': target, 'opt_state': opt_state}, out
 
