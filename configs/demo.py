@@ -7,7 +7,9 @@ tokens 4 x 8 x 8 (tubelet 2, patch 8). Encoder: the 'mini' ViT (dim 96, depth 4)
 forward-in-time generator: the first half of the time steps is the context, the second half
 the target (max_temporal_keep 0.5). It is what the surprise test asks of the predictor; for
 the same pretraining time it scored higher on physics than with V-JEPA's long-range generator
-added (README, "The demo").
+added (README, "The demo"). Loss: V-JEPA's L1 plus VICReg's variance (weight 1) and covariance
+(0.04) terms on the context tokens (jepa.variance_covariance): without them the features
+collapse (effective rank 45 -> 21 in 1000 steps) and lose the direction of gravity.
 
     configs/demo.py        the demo (about 12 minutes after the install on 2 CPU cores)
     configs/demo.py:test   a seconds-long setting for the end-to-end test
@@ -27,6 +29,7 @@ def get_config(arg=None):
     future = mask_generator(1, 1.0, aspect_ratio=(1.0, 1.0), temporal_scale=(0.5, 0.5), max_temporal_keep=0.5)
     future.update(num_context=steps // 2 * per_step, num_target=(steps - steps // 2) * per_step)  # whole halves
     c.mask.generators = ml_collections.ConfigDict(dict(future=future))
+    c.loss.update(var_weight=1.0, cov_weight=0.04)  # anti-collapse; 0 / 0 is V-JEPA's loss
     c.data.update(datasets='physics_world', global_batch_size=16, frame_step=2, crop_scale=(0.6, 1.0),
                   flip=False)  # no flip: keep the world's handedness (left / right gravity)
     c.optim.update(ipe=100, epochs=10, warmup=1, ipe_scale=1.0, start_lr=2e-4, lr=1e-3, final_lr=1e-5,

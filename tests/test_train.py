@@ -64,6 +64,33 @@ def test_effective_rank_counts_directions():
     assert 2.0 < float(jepa.effective_rank(jnp.asarray(three.reshape(64, 64, 16)))) < 3.05
 
 
+def test_variance_covariance_flags_collapse():
+    rng = np.random.default_rng(0)
+    iso = rng.normal(size=(4096, 16))
+    var, cov = np.asarray(jepa.variance_covariance(jnp.asarray(iso)))
+    assert var < 0.02 and cov < 0.1
+    assert np.allclose(jepa.variance_covariance(jnp.asarray(5 * iso + 3)), [var, cov], atol=1e-4)  # per-token norm
+    two = rng.normal(size=(4096, 2)) @ rng.normal(size=(2, 16))  # two directions in 16 dims
+    var2, cov2 = np.asarray(jepa.variance_covariance(jnp.asarray(two.reshape(64, 64, 16))))
+    assert var2 > 0.1 and cov2 > 1.0
+
+
+def test_variance_covariance_weights_reach_the_encoder_only(tiny):
+    import dataclasses
+    cfg, trainer, sampler, state = tiny
+    clips, mask_list = batch(cfg, sampler, 0)
+    regularised = dataclasses.replace(trainer, var_weight=1.0, cov_weight=0.1)
+    (loss, per_mask), grads = jax.jit(trainer.loss_and_grads)(state['params'], state['target_encoder'], clips, mask_list)
+    (loss_r, per_mask_r), grads_r = jax.jit(regularised.loss_and_grads)(state['params'], state['target_encoder'],
+                                                                         clips, mask_list)
+    np.testing.assert_allclose(per_mask_r, per_mask, rtol=1e-6)  # the prediction losses are unchanged
+    assert float(loss_r) > float(loss) + 1e-4  # the penalty is added (the tiny init is not whitened)
+    for a, b in zip(jax.tree.leaves(grads['predictor']), jax.tree.leaves(grads_r['predictor'])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)  # the terms read the context tokens only
+    assert any(float(jnp.abs(a - b).max()) > 1e-6 for a, b in zip(jax.tree.leaves(grads['encoder']),
+                                                                   jax.tree.leaves(grads_r['encoder'])))
+
+
 def test_gradients_do_not_reach_target(tiny):
     cfg, trainer, sampler, state = tiny
     clips, mask_list = batch(cfg, sampler, 0)

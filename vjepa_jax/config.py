@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
         generators=ml_collections.ConfigDict(dict(  # one learned mask token per generator
             short=mask_generator(8, 0.15), long=mask_generator(2, 0.7))),
     ))
-    c.loss = ml_collections.ConfigDict(dict(loss_exp=1.0))
+    c.loss = ml_collections.ConfigDict(dict(loss_exp=1.0, var_weight=0.0, cov_weight=0.0))  # weights: jepa.jepa_loss
     c.optim = ml_collections.ConfigDict(dict(
         ipe=300, epochs=300, ipe_scale=1.25, warmup=40,
         lr_schedule='warmup_cosine', anneal=0,  # anneal: epochs of linear decay ('wsd' only)

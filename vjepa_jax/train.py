@@ -83,6 +83,8 @@ class Trainer:
     schedules: optim.Schedules
     loss_exp: float
     grid: tuple
+    var_weight: float = 0.0  # VICReg terms on the context tokens (jepa.variance_covariance); 0 in V-JEPA
+    cov_weight: float = 0.0
 
     def init(self, rng_seed: int, model_cfg, num_mask_tokens: int) -> dict:
         """Fresh state; the target encoder starts as a copy of the encoder."""
@@ -103,7 +105,8 @@ class Trainer:
 
         def loss_fn(p):
             return jepa.jepa_loss(nnx.merge(self.encoder_def, p['encoder']),
-                                  nnx.merge(self.predictor_def, p['predictor']), h, clips, mask_list, self.loss_exp)
+                                  nnx.merge(self.predictor_def, p['predictor']), h, clips, mask_list, self.loss_exp,
+                                  self.var_weight, self.cov_weight)
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     def train_step(self, state, clips, mask_list):
@@ -129,7 +132,8 @@ def make_trainer(config) -> Trainer:
     schedules = optim.make_schedules(config.optim)
     return Trainer(encoder_def=nnx.graphdef(encoder), predictor_def=nnx.graphdef(predictor),
                    optimizer=optim.make_optimizer(config.optim, schedules), schedules=schedules,
-                   loss_exp=config.loss.loss_exp, grid=encoder.grid)
+                   loss_exp=config.loss.loss_exp, grid=encoder.grid, var_weight=config.loss.var_weight,
+                   cov_weight=config.loss.cov_weight)
 
 
 def make_sampler(config, grid) -> masks.MultiBlockMaskSampler:
