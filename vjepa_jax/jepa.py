@@ -26,10 +26,21 @@ def gather_tokens(x: jax.Array, idx: jax.Array) -> jax.Array:
 
 def target_features(target_encoder, clips: jax.Array) -> jax.Array:
     """Layer-normed (no affine, eps 1e-5) target-encoder tokens (B, N, D), float32, no grad."""
-    h = jax.lax.stop_gradient(target_encoder(clips)).astype(jnp.float32)
-    mean = h.mean(-1, keepdims=True)
-    var = jnp.square(h - mean).mean(-1, keepdims=True)
-    return (h - mean) * jax.lax.rsqrt(var + 1e-5)
+    return layer_norm(jax.lax.stop_gradient(target_encoder(clips)).astype(jnp.float32))
+
+
+def layer_norm(x: jax.Array) -> jax.Array:
+    """Over the last axis, no affine, eps 1e-5 (the original's F.layer_norm of the targets)."""
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-5)
+
+
+def token_covariance(x: jax.Array) -> jax.Array:
+    """x (..., D) -> (D, D) covariance over all its tokens, float32."""
+    x = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    x = x - x.mean(0)
+    return x.T @ x / (x.shape[0] - 1)
 
 
 def predict(encoder, predictor, clips: jax.Array, masks: Sequence, with_context: bool = False) -> list:
@@ -49,13 +60,10 @@ def variance_covariance(x: jax.Array) -> jax.Array:
     """VICReg's anti-collapse terms over the tokens of x (..., D), each layer-normed (no affine)
     first -> (2,): [mean_d relu(1 - std_d), sum_{d != e} cov_de^2 / D]. Both are 0 for
     whitened tokens; a collapsed direction raises the first, a redundant pair the second."""
-    x = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
-    x = (x - x.mean(-1, keepdims=True)) * jax.lax.rsqrt(x.var(-1, keepdims=True) + 1e-5)
-    x = x - x.mean(0)
-    cov = x.T @ x / (x.shape[0] - 1)
+    cov = token_covariance(layer_norm(x.astype(jnp.float32)))
     std = jnp.sqrt(jnp.diagonal(cov) + 1e-4)
     off = cov - jnp.diag(jnp.diagonal(cov))
-    return jnp.stack([jnp.mean(jax.nn.relu(1.0 - std)), jnp.sum(off ** 2) / x.shape[-1]])
+    return jnp.stack([jnp.mean(jax.nn.relu(1.0 - std)), jnp.sum(off ** 2) / cov.shape[0]])
 
 
 def jepa_loss(encoder, predictor, h: jax.Array, clips: jax.Array, masks: Sequence, loss_exp: float = 1.0,
@@ -82,9 +90,7 @@ def effective_rank(h: jax.Array) -> jax.Array:
     """RankMe (Garrido et al. 2023): exp(entropy) of the L1-normalised singular values of the
     centred tokens. h (..., D) -> scalar in [1, D]; D when every direction carries equal
     variance, near 1 when the features have collapsed to one direction."""
-    x = h.reshape(-1, h.shape[-1]).astype(jnp.float32)
-    x = x - x.mean(0)
-    cov = x.T @ x  # (D, D): eigenvalues = squared singular values of x
+    cov = token_covariance(h)  # eigenvalues: squared singular values of the centred tokens / (n - 1)
     s = jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(cov), 0.0))
     p = s / (s.sum() + 1e-12) + 1e-7
     return jnp.exp(-jnp.sum(p * jnp.log(p)))
