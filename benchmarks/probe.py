@@ -1,7 +1,8 @@
 """Frozen-evaluation speed: the same probe grid trained with the encoder run every epoch
-(decode + encode + probe step) and from the ArrayRecord feature cache (one encoder pass,
-then probe steps only), in one run, so the cache's gain is a ratio. Also the cost of one
-head against a grid of H heads trained together.
+(decode + encode + probe step), from the ArrayRecord feature cache (one encoder pass, then
+probe steps only) and from that cache loaded into memory (features.in_memory: one jitted scan
+per epoch), in one run, so each gain is a ratio. Also the cost of one head against a grid of
+H heads trained together.
 
   python benchmarks/probe.py [--epochs 10 --heads 1 4 16 --per_class 12]
 """
@@ -31,13 +32,14 @@ def main():
     lists = synthetic.write_motion_dataset(os.path.join(tmp, 'videos'), {'train': args.per_class, 'validation': 4})
     build.build('video_csv', os.path.join(tmp, 'data'), csv=lists['train'], val_csv=lists['validation'])
 
-    def run(cache: bool, heads: int) -> float:
+    def run(cache: bool, heads: int, in_memory: bool = False) -> float:
         lrs = [1e-2 / (2 ** i) for i in range(heads)]
         cfg = load_config(os.path.join(ROOT, 'configs/eval/tiny.py'), {
             'data.data_dir': os.path.join(tmp, 'data'), 'encoder.random_init': True,
             'encoder.config': os.path.join(ROOT, 'configs/pretrain/tiny.py'), 'features.cache': cache,
+            'features.in_memory': in_memory,
             'optim.epochs': args.epochs, 'optim.lr': lrs, 'optim.weight_decay': [0.01], 'log_every': 10 ** 6})
-        workdir = os.path.join(tmp, f'run_{cache}_{heads}')
+        workdir = os.path.join(tmp, f'run_{cache}_{heads}_{in_memory}')
         t0 = time.time()
         classification.run(cfg, workdir, log=lambda *_: None)
         shutil.rmtree(workdir)
@@ -49,6 +51,8 @@ def main():
     for heads in args.heads:
         t = run(True, heads)
         print(f'feature cache, {heads} head(s): {t:.1f} s ({base / t:.2f}x faster than the encoder every epoch)')
+        m = run(True, heads, in_memory=True)
+        print(f'feature cache in memory, {heads} head(s): {m:.1f} s ({t / m:.2f}x faster than from disk)')
     shutil.rmtree(tmp)
 
 

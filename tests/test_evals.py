@@ -69,6 +69,34 @@ def test_saved_probe_reloads_for_evaluation_only(trained):
     assert again['top5'] == pytest.approx(results['splits']['validation']['top5'])
 
 
+def test_probe_in_memory_trains_from_the_same_cache(trained, tmp_path):
+    """features.in_memory: the cache written by the disk run is reused, each epoch is one jitted
+    scan, and the probe learns as well (the shuffle differs, so the figures do)."""
+    cfg, workdir, _ = trained
+    cfg = cfg.copy_and_resolve_references()
+    cfg.features.update(in_memory=True, cache_dir=str(workdir / 'features'))
+    lines = []
+    results = classification.run(cfg, str(tmp_path), log=lines.append)
+    assert sum('reusing' in line for line in lines) == 2  # no second encoding pass
+    val = results['splits']['validation']
+    assert val['count'] == 24 and val['top1'] >= 50.0, results['grid']
+    rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert [r['epoch'] for r in rows] == list(range(1, 26)) and rows[-1]['train_loss'][0] < rows[0]['train_loss'][0]
+
+
+def test_scan_of_steps_equals_single_steps():
+    points = [(1e-2, 0.01), (3e-3, 0.4)]
+    tokens = jax.random.normal(jax.random.key(0), (3, 4, 1, 10, 16))  # 3 steps of (B, V, L, D)
+    labels = np.array([[0, 1, 2, 3], [4, 0, 1, 2], [3, 4, 0, 1]])
+    one_by_one, scanned = small_grid(points), small_grid(points)
+    losses = [one_by_one.train_step(tokens[t], labels[t])[0] for t in range(3)]
+    loss, correct = scanned.train_steps(tokens, labels)
+    assert loss.shape == correct.shape == (3, 2) and scanned.step == one_by_one.step == 3
+    np.testing.assert_allclose(loss, np.stack(losses), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(one_by_one.params), jax.tree.leaves(scanned.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=2e-6)
+
+
 def small_grid(points, seed=0, steps=3):
     optim = load_config(TINY).optim
     spec = {'embed_dim': 16, 'num_heads': 2, 'depth': 1, 'style': 'vjepa1', 'heads': [['linear', 5]]}

@@ -110,6 +110,7 @@ def eval_config() -> ml_collections.ConfigDict:
     ))
     c.features = ml_collections.ConfigDict(dict(
         cache=False,              # True: encode once, train from disk
+        in_memory=False,          # with cache: load it into memory, one jitted call per epoch (small data)
         cache_dir='',             # '' = WORKDIR/features; a folder shared by probes of other labels of the same
     ))                            # dataset, views and encoder (reused when its key.json matches)
     return c

@@ -93,7 +93,8 @@ def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str, 
     d = config.demo
     c.optim.update(epochs=d.probe_epochs, batch_size=d.probe_batch_size, lr=list(d.probe_lr),
                    weight_decay=list(d.probe_weight_decay))
-    c.features.update(cache=True, cache_dir=os.path.join(workdir, 'probes', name, 'features'))  # shared by the facts
+    c.features.update(cache=True, in_memory=True,  # encoded once, shared by the facts; trained from memory
+                      cache_dir=os.path.join(workdir, 'probes', name, 'features'))
     return c
 
 

@@ -104,6 +104,7 @@ class GridProbe:
         self.opt_state = jax.vmap(tx.init)(self.params)
         self.step = 0
         self._train = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self._train_scan = jax.jit(self._scan_steps, donate_argnums=(0, 1))
         self._eval = jax.jit(self._eval_step)
 
     def _logits(self, params, tokens):
@@ -123,6 +124,13 @@ class GridProbe:
             return optax.apply_updates(params, updates), opt_state, loss, correct
         return jax.vmap(one, in_axes=(0, 0, 0))(params, opt_state, hparams)
 
+    def _scan_steps(self, params, opt_state, steps, tokens, labels, hparams):
+        def body(carry, xs):
+            params, opt_state, loss, correct = self._train_step(*carry, *xs, hparams)
+            return (params, opt_state), (loss, correct)
+        (params, opt_state), (loss, correct) = jax.lax.scan(body, (params, opt_state), (steps, tokens, labels))
+        return params, opt_state, loss, correct
+
     def _eval_step(self, params, tokens):
         """-> probabilities (H, B, C): softmax averaged over the V views."""
         return jax.vmap(lambda p: view_probs(self.graphdef, p, tokens))(params)
@@ -132,6 +140,16 @@ class GridProbe:
         self.params, self.opt_state, loss, correct = self._train(self.params, self.opt_state, self.step, tokens,
                                                                  jnp.asarray(labels), self.hparams)
         self.step += 1
+        return np.asarray(loss), np.asarray(correct)
+
+    def train_steps(self, tokens, labels) -> tuple:
+        """S optimiser steps in one call (one jitted scan): tokens (S, B, V, L, D), labels (S, B)
+        -> (loss (S, H), correct count (S, H)). The same updates as S train_step calls."""
+        steps = self.step + jnp.arange(tokens.shape[0], dtype=jnp.int32)
+        self.params, self.opt_state, loss, correct = self._train_scan(self.params, self.opt_state, steps,
+                                                                      jnp.asarray(tokens), jnp.asarray(labels),
+                                                                      self.hparams)
+        self.step += tokens.shape[0]
         return np.asarray(loss), np.asarray(correct)
 
     def predict(self, tokens) -> np.ndarray:
@@ -229,6 +247,25 @@ def cached_batches(path: str, batch_size: int, *, training: bool, seed: int, epo
     return ds.batch(batch_size).to_iter_dataset()
 
 
+def memory_batches(arrays: dict, batch_size: int):
+    """Evaluation batches of an in-memory cache (features.load_cache), padded ('valid')."""
+    n = len(arrays['label'])
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, start + batch_size)
+        idx = np.minimum(rows, n - 1)
+        yield {'tokens': arrays['tokens'][idx], 'label': arrays['label'][idx], 'valid': (rows < n).astype(np.int32)}
+
+
+def memory_epochs(arrays: dict, batch_size: int, epochs: int, seed: int):
+    """Training epochs of an in-memory cache: (tokens (S, B, V, L, D), labels (S, B)) per epoch,
+    a fresh shuffle each, S = len // B full batches."""
+    rng = np.random.default_rng(seed)
+    n = len(arrays['label'])
+    for _ in range(epochs):
+        order = rng.permutation(n)[:n // batch_size * batch_size].reshape(-1, batch_size)
+        yield arrays['tokens'][order], arrays['label'][order]
+
+
 def cache_key(config) -> dict:
     """What a feature cache depends on (not the label): a cache with the same key is reused."""
     data = {k: v for k, v in config.data.to_dict().items() if k not in ('label_key', 'num_classes')}
@@ -280,13 +317,15 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
         return b['tokens'] if 'tokens' in b else frozen(b['clips'])
 
     def val_batches():
+        if memory:
+            return memory_batches(memory['validation'], batch)
         if config.features.cache:
             return cached_batches(cache['validation'], batch, training=False, seed=config.seed,
                                   labels=labels['validation'])
         return views.probe_dataset(val_source, vcfg, training=False, batch_size=batch, seed=config.seed,
                                    num_workers=d.num_workers, label_key=d.label_key)
 
-    cache, labels, skipped = {}, {}, 0
+    cache, labels, memory, skipped = {}, {}, {}, 0
     if config.features.cache:  # one pass of the encoder per split; probes then train from disk
         folder = config.features.cache_dir or os.path.join(workdir, 'features')
         key_path = os.path.join(folder, 'key.json')
@@ -310,6 +349,12 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
             json.dump(key, f)
         train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs,
                                     labels=labels['train'])
+        if config.features.in_memory:  # each epoch one jitted scan over its batches
+            for split, path in cache.items():
+                arrays = features.load_cache(path)
+                memory[split] = {'tokens': arrays['tokens'], 'label': labels[split][arrays['index']].astype(np.int32)}
+            train_iter = ({'tokens': t, 'label': y} for t, y in memory_epochs(memory['train'], batch, o.epochs,
+                                                                               config.seed))
     else:
         train_iter = views.probe_dataset(train_source, vcfg, training=True, batch_size=batch, seed=config.seed,
                                          epochs=o.epochs, num_workers=d.num_workers, label_key=d.label_key)
@@ -318,32 +363,42 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
     writer = open(os.path.join(workdir, 'metrics.jsonl'), 'w')  # one line per epoch, a value per head
     progress = Progress(total, batch)
     rows, epoch_loss, epoch_correct, seen = [], 0.0, 0, 0
-    for step, b in enumerate(train_iter):
-        loss, correct = grid.train_step(encode(b), b['label'])
-        epoch_loss, epoch_correct, seen = epoch_loss + loss, epoch_correct + correct, seen + len(b['label'])
-        skipped += int(np.sum(b.get('skipped', 0)))
-        if (step + 1) % config.log_every == 0 or step == 0:
-            progress.update(step + 1, {'loss': float(loss.min())})
-        if (step + 1) % ipe == 0:
-            epoch = (step + 1) // ipe
-            result = evaluate(grid.predict, val_batches(), encode)
-            row = {'epoch': epoch, 'step': step + 1, 'train_loss': (epoch_loss / ipe).tolist(),
-                   'train_top1': (100.0 * epoch_correct / seen).tolist(), 'val_top1': result['top1'].tolist(),
-                   'val_top5': result['top5'].tolist(), 'skipped_records': skipped}
-            writer.write(json.dumps(row) + '\n')
-            writer.flush()
-            rows.append(row)
-            best = int(np.argmax(result['top1']))
-            log(f'epoch {epoch}/{o.epochs}: best head lr {points[best][0]:g} wd {points[best][1]:g} '
-                f'val top-1 {result["top1"][best]:.2f} top-5 {result["top5"][best]:.2f}')
-            epoch_loss, epoch_correct, seen = 0.0, 0, 0
+    step = -1
+    for b in train_iter:  # a batch, or (in memory) an epoch of batches: (S, B, ...)
+        if memory:
+            losses, corrects = grid.train_steps(b['tokens'], b['label'])
+        else:
+            losses, corrects = (x[None] for x in grid.train_step(encode(b), b['label']))
+            skipped += int(np.sum(b.get('skipped', 0)))
+        for loss, correct in zip(losses, corrects):
+            step += 1
+            epoch_loss, epoch_correct, seen = epoch_loss + loss, epoch_correct + correct, seen + batch
+            if (step + 1) % config.log_every == 0 or step == 0:
+                progress.update(step + 1, {'loss': float(loss.min())})
+            if (step + 1) % ipe == 0:
+                epoch = (step + 1) // ipe
+                result = evaluate(grid.predict, val_batches(), encode)
+                row = {'epoch': epoch, 'step': step + 1, 'train_loss': (epoch_loss / ipe).tolist(),
+                       'train_top1': (100.0 * epoch_correct / seen).tolist(), 'val_top1': result['top1'].tolist(),
+                       'val_top5': result['top5'].tolist(), 'skipped_records': skipped}
+                writer.write(json.dumps(row) + '\n')
+                writer.flush()
+                rows.append(row)
+                best = int(np.argmax(result['top1']))
+                log(f'epoch {epoch}/{o.epochs}: best head lr {points[best][0]:g} wd {points[best][1]:g} '
+                    f'val top-1 {result["top1"][best]:.2f} top-5 {result["top5"][best]:.2f}')
+                epoch_loss, epoch_correct, seen = 0.0, 0, 0
     writer.close()
     final = evaluate(grid.predict, val_batches(), encode)
     best = int(np.argmax(final['top1']))
-    train_eval = evaluate(grid.predict, cached_batches(cache['train'], batch, training=False, seed=config.seed,
-                                                       labels=labels.get('train'))
-                          if cache else views.probe_dataset(train_source, vcfg, training=False, batch_size=batch,
-                                                            seed=config.seed, num_workers=d.num_workers, label_key=d.label_key), encode)
+    if memory:
+        train_batches = memory_batches(memory['train'], batch)
+    elif cache:
+        train_batches = cached_batches(cache['train'], batch, training=False, seed=config.seed, labels=labels['train'])
+    else:
+        train_batches = views.probe_dataset(train_source, vcfg, training=False, batch_size=batch, seed=config.seed,
+                                            num_workers=d.num_workers, label_key=d.label_key)
+    train_eval = evaluate(grid.predict, train_batches, encode)
     results = {
         'best': {'lr': points[best][0], 'weight_decay': points[best][1], 'head': best},
         'splits': {'train': {'top1': float(train_eval['top1'][best]), 'top5': float(train_eval['top5'][best]),

@@ -148,3 +148,10 @@ class CacheSource:
 
     def __getstate__(self):
         return {**self.__dict__, '_reader': None}
+
+
+def load_cache(path: str) -> dict:
+    """A whole cache in memory: {'tokens' (N, V, L, D), 'label' (N,), 'index' (N,) when written}."""
+    source = CacheSource(path)
+    records = [source[i] for i in range(len(source))]
+    return {k: np.stack([r[k] for r in records]) for k in records[0]} if records else {}
