@@ -183,3 +183,15 @@ def test_pairs_list_errors_name_the_line(tmp_path):
         ip.load_frames(str(tmp_path / 'missing.mp4'), ip.SurpriseConfig())
     with pytest.raises(ValueError, match='fewer than the 16-frame window'):
         ip.window_starts(10, ip.SurpriseConfig())
+
+
+def test_fact_cues_read_gravity_from_acceleration_not_position():
+    """tools/fact_cues: the median acceleration gives gravity's direction; the mean position
+    only hints at it (the demo's world: 100.0 against 50.6)."""
+    from vjepa_jax.tools import fact_cues
+    cfg = physics.WorldConfig()
+    (xt, yt), (xv, yv) = (fact_cues.split_table(cfg, 0, s, n) for s, n in ((0, 60), (1, 40)))
+    motion = fact_cues.ridge_accuracy(xt['motion'], yt['gravity'], xv['motion'], yv['gravity'], 4)
+    position = fact_cues.ridge_accuracy(xt['position'], yt['gravity'], xv['position'], yv['gravity'], 4)
+    assert motion >= 95.0 and position < motion - 20.0, (motion, position)
+    assert xt['position'].shape == (60, 4) and xt['motion'].shape == (60, 5) and set(yt) == set(physics.FACTS)

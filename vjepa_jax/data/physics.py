@@ -317,6 +317,11 @@ def facts(scene: Scene, traj: dict, cfg: WorldConfig) -> dict:
             'shape': [SHAPES[s] for s in scene.shape]}
 
 
+def video_rng(seed: int, split_index: int, i: int) -> np.random.Generator:
+    """The generator of video i of a world's split (splits indexed in sorted name order)."""
+    return np.random.default_rng([seed, split_index, i])
+
+
 def sample_video(rng: np.random.Generator, cfg: WorldConfig) -> tuple:
     """-> (frames (T, H, W, 3) uint8, trajectory, facts) of a random possible video."""
     scene = sample_scene(rng, cfg)
@@ -426,7 +431,7 @@ def write_world(folder: str, cfg: WorldConfig, counts: dict, pairs_per_kind: int
         os.makedirs(os.path.join(folder, split), exist_ok=True)
         with open(os.path.join(folder, f'{split}.jsonl'), 'w') as rows:
             for i in range(n):
-                frames, _, fact = sample_video(np.random.default_rng([seed, s, i]), cfg)
+                frames, _, fact = sample_video(video_rng(seed, s, i), cfg)
                 path = f'{split}/{i:05d}.mp4'
                 encode_video(frames, os.path.join(folder, path), fps=cfg.fps)
                 rows.write(json.dumps({'path': path, 'facts': fact}) + '\n')
