@@ -59,3 +59,31 @@ def test_demo_rerun_reuses_world_and_pretraining(demo_run):
     assert again['probes'] == out['probes']
     assert again['physics'] == out['physics']
     assert again['effective_rank'] == out['effective_rank']
+
+
+def test_an_interrupted_pretraining_stops_the_demo(demo_run, tmp_path):
+    """SIGTERM during pretraining: the checkpoint is saved and the demo exits asking for a rerun
+    instead of probing a half-trained encoder."""
+    import signal
+    import threading
+    import time
+    from vjepa_jax import checkpoint, demo
+    _, config, _, _ = demo_run  # its data_dir: the world the fixture built
+
+    def guard(*_):  # pytest itself must never get the signal
+        pass
+    previous = signal.signal(signal.SIGTERM, guard)
+
+    def signal_once_training():  # the trainer's handler replaces the guard while it trains
+        while signal.getsignal(signal.SIGTERM) is guard:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=signal_once_training, daemon=True).start()
+    try:
+        with pytest.raises(SystemExit, match='rerun the same command'):
+            demo.pretrain(config, str(tmp_path), log=lambda *_: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ckpt = checkpoint.Checkpointer(str(tmp_path / 'pretrain' / 'checkpoints'))
+    assert 1 <= ckpt.latest_step() < config.optim.ipe * config.optim.epochs
+    ckpt.close()

@@ -67,7 +67,10 @@ def pretrain(config, workdir: str, log=print) -> str:
     if done is not None and done >= total:
         log(f'pretraining: finished earlier ({done} steps in {out})')
     else:
-        train.train(config, out, log)
+        done = int(train.train(config, out, log)['step'])
+        if done < total:  # SIGTERM: the checkpoint is saved; probing a half-trained encoder would mislead
+            raise SystemExit(f'pretraining stopped at step {done} of {total} (SIGTERM); rerun the same command '
+                             f'to resume')
     return out
 
 
