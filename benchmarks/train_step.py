@@ -7,6 +7,7 @@ once per mask; training = 3x forward for the online networks (forward + backward
 
   python benchmarks/train_step.py                 # tiny on whatever backend is present
   python benchmarks/train_step.py --config=vitl16 --batch=24 --steps=20
+  python benchmarks/train_step.py --config=configs/demo.py      # the demo's step alone, no data loading
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def main():
     ap.add_argument('--set', nargs='*', default=[], help='model overrides k=v, e.g. remat_policy=full')
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cfg = load_config(os.path.join(root, 'configs', 'pretrain', f'{args.config}.py'))
+    path = args.config if args.config.endswith('.py') else os.path.join(root, 'configs', 'pretrain', f'{args.config}.py')
+    cfg = load_config(path)  # a name under configs/pretrain/ or any config file (configs/demo.py)
     for kv in args.set:
         k, v = kv.split('=')
         cfg.model[k] = type(cfg.model[k])(v) if not isinstance(cfg.model[k], bool) else v == 'true'
