@@ -134,8 +134,8 @@ def test_transforms_resize_flip_normalise_and_eval_views():
     assert not np.allclose(views[0], views[2])
 
 
-def make(sources, *, weights=None, seed=0, batch=4, workers=0, start=0):
-    cfg = pipeline.ClipConfig(frames_per_clip=8, frame_step=2, crop_size=32)
+def make(sources, *, weights=None, seed=0, batch=4, workers=0, start=0, decoded_cache_mb=0):
+    cfg = pipeline.ClipConfig(frames_per_clip=8, frame_step=2, crop_size=32, decoded_cache_mb=decoded_cache_mb)
     sampler = masks.MultiBlockMaskSampler((4, 2, 2), [masks.BlockSpec(num_blocks=1, spatial_scale=(0.25, 0.25))])
     return pipeline.make_dataset(sources, weights, cfg, batch_size=batch, mask_sampler=sampler, seed=seed,
                                  num_workers=workers, start_step=start)
@@ -160,6 +160,25 @@ def test_pipeline_determinism_and_exact_resume(built):
     by_step = next(iter(make([src], start=3)))  # starting at a step gives that step's batch
     np.testing.assert_array_equal(by_step['clips'], want[0]['clips'])
     assert first[0]['clips'].shape == (4, 8, 32, 32, 3) and first[0]['skipped'] == 0
+
+
+def test_decoded_video_cache_gives_the_same_batches(built):
+    """data.decoded_cache_mb: each video decoded once and kept; the clips are the decoder's."""
+    src = pipeline.TfdsSource('video_csv', built[0])
+    plain, cached = iter(make([src])), iter(make([src], decoded_cache_mb=64))
+    for _ in range(3):
+        np.testing.assert_array_equal(next(plain)['clips'], next(cached)['clips'])
+    videos = pipeline.DecodedVideos(1)  # 1 byte: the first video fills it, the rest decode as usual
+    record = src[0]
+    idx = np.array([0, 2, 4, 4, 1])
+    want = decode.decode_frames(record['video'], idx)
+    np.testing.assert_array_equal(videos.frames(record['video'], idx, int(record['num_frames']), 'v', 'a'), want)
+    assert list(videos.videos) == ['a'] and videos.used == videos.videos['a'].nbytes
+    np.testing.assert_array_equal(videos.frames(record['video'], idx, int(record['num_frames']), 'v', 'b'), want)
+    assert list(videos.videos) == ['a']
+    past = np.array([0, 10 ** 6])  # past the end: decoded as decode_frames pads (the stream's last frame)
+    np.testing.assert_array_equal(videos.frames(record['video'], past, int(record['num_frames']), 'v', 'a'),
+                                  decode.decode_frames(record['video'], past))
 
 
 def test_multiprocess_workers_give_the_same_batches(built):

@@ -63,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
         target_fps=0.0,           # V-JEPA 2: 4.0 (step = ceil(fps) // 4); 0 = frame_step
         crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.35), flip=True,
         num_workers=0,            # grain worker processes (0: decode in the main process)
+        decoded_cache_mb=0,       # > 0: decode each video once and keep it, up to this many MB per source
     ))
     c.train = ml_collections.ConfigDict(dict(
         num_steps=0,              # 0: epochs * ipe

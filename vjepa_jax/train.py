@@ -169,7 +169,7 @@ class DataStream:
             clip_cfg = pipeline.ClipConfig(frames_per_clip=m.num_frames, frame_step=d.frame_step,
                                            target_fps=d.target_fps, crop_size=m.img_size,
                                            crop_scale=tuple(d.crop_scale), crop_ratio=tuple(d.crop_ratio),
-                                           flip=d.flip)
+                                           flip=d.flip, decoded_cache_mb=d.decoded_cache_mb)
 
             def grain_iterator(start_step: int):
                 return iter(pipeline.make_dataset(

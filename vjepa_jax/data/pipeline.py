@@ -34,6 +34,7 @@ class ClipConfig:
     crop_ratio: tuple = (0.75, 1.35)
     flip: bool = True
     max_retries: int = 20
+    decoded_cache_mb: int = 0  # > 0: keep each video's decoded frames up to this many MB (small datasets)
 
 
 _OPEN_LOCK = threading.Lock()  # one thread imports tfds and opens (concurrent lazy imports can deadlock)
@@ -79,7 +80,27 @@ class TfdsSource:
         self._open()  # in the worker's main thread, before its reader threads start
 
 
-def load_clip(record: dict, rng: np.random.Generator, cfg: ClipConfig) -> np.ndarray:
+class DecodedVideos:
+    """Whole decoded videos kept in memory by key (the record's id or path) until max_bytes are
+    used (then decoding as usual): each video of a small dataset is decoded once, not per clip."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.used, self.videos = max_bytes, 0, {}
+
+    def frames(self, data: bytes, idx: np.ndarray, num_frames: int, name: str, key) -> np.ndarray:
+        """= decode.decode_frames(data, idx, name=name)."""
+        video = self.videos.get(key)
+        if video is None and key is not None and self.used < self.max_bytes:
+            video = decode.decode_frames(data, np.arange(num_frames), name=name)
+            self.videos[key] = video
+            self.used += video.nbytes
+        if video is None or np.max(idx) >= len(video):  # past the record's count: the decoder's own padding
+            return decode.decode_frames(data, idx, name=name)
+        return video[idx]
+
+
+def load_clip(record: dict, rng: np.random.Generator, cfg: ClipConfig, decoded: DecodedVideos | None = None
+              ) -> np.ndarray:
     """One training clip (T, S, S, 3) float32 from a record; raises decode.DecodeError."""
     if 'image' in record:
         frames = np.repeat(np.asarray(record['image'])[None], cfg.frames_per_clip, axis=0)
@@ -87,7 +108,11 @@ def load_clip(record: dict, rng: np.random.Generator, cfg: ClipConfig) -> np.nda
         name = record['path'].decode() if isinstance(record.get('path'), bytes) else str(record.get('path', 'video'))
         step = clip_rules.frame_step(float(record['fps']), cfg.frames_per_clip, cfg.frame_step, cfg.target_fps)
         idx = clip_rules.clip_indices(int(record['num_frames']), cfg.frames_per_clip, step, 1, rng)[0]
-        frames = decode.decode_frames(record['video'], idx, name=name)
+        if decoded is None:
+            frames = decode.decode_frames(record['video'], idx, name=name)
+        else:
+            key = record.get('id', record.get('path'))
+            frames = decoded.frames(record['video'], idx, int(record['num_frames']), name, key)
     return transforms.train_transform(frames, rng, cfg.crop_size, cfg.crop_scale, cfg.crop_ratio, cfg.flip)
 
 
@@ -96,6 +121,7 @@ class LoadClip(grain.transforms.RandomMap):
 
     def __init__(self, sources: Sequence[TfdsSource], cfg: ClipConfig):
         self.sources, self.cfg = list(sources), cfg
+        self.decoded = [DecodedVideos(cfg.decoded_cache_mb << 20) for _ in self.sources] if cfg.decoded_cache_mb else None
 
     def random_map(self, element, rng: np.random.Generator):
         ds_id, index = element
@@ -103,7 +129,8 @@ class LoadClip(grain.transforms.RandomMap):
         for _ in range(self.cfg.max_retries):
             record = source[index]
             try:
-                return {'clips': load_clip(record, rng, self.cfg), 'label': np.int32(record.get('label', -1)),
+                clip = load_clip(record, rng, self.cfg, self.decoded[ds_id] if self.decoded else None)
+                return {'clips': clip, 'label': np.int32(record.get('label', -1)),
                         'skipped': np.int32(len(errors))}
             except decode.DecodeError as e:
                 errors.append(str(e))
