@@ -11,7 +11,7 @@ added (README, "The demo"). Loss: V-JEPA's L1 plus VICReg's variance (weight 1) 
 (0.04) terms on the context tokens (jepa.variance_covariance): without them the features
 collapse (effective rank 45 -> 21 in 1000 steps) and lose the direction of gravity.
 
-    configs/demo.py        the demo (about 12 minutes after the install on 2 CPU cores)
+    configs/demo.py        the demo (about 14 minutes after the install on 2 CPU cores)
     configs/demo.py:test   a seconds-long setting for the end-to-end test
 """
 import ml_collections
