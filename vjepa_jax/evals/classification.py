@@ -347,14 +347,15 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
                 f'{path}')
         with open(key_path, 'w') as f:
             json.dump(key, f)
-        train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs,
-                                    labels=labels['train'])
         if config.features.in_memory:  # each epoch one jitted scan over its batches
             for split, path in cache.items():
                 arrays = features.load_cache(path)
                 memory[split] = {'tokens': arrays['tokens'], 'label': labels[split][arrays['index']].astype(np.int32)}
             train_iter = ({'tokens': t, 'label': y} for t, y in memory_epochs(memory['train'], batch, o.epochs,
                                                                                config.seed))
+        else:
+            train_iter = cached_batches(cache['train'], batch, training=True, seed=config.seed, epochs=o.epochs,
+                                        labels=labels['train'])
     else:
         train_iter = views.probe_dataset(train_source, vcfg, training=True, batch_size=batch, seed=config.seed,
                                          epochs=o.epochs, num_workers=d.num_workers, label_key=d.label_key)
