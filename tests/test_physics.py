@@ -139,6 +139,15 @@ def test_world_videos_are_the_same_bytes_when_written_again(tmp_path):
     assert len(digests) == 1
 
 
+def test_a_world_written_twice_is_the_same_bytes(tmp_path):
+    for name in ('a', 'b'):
+        physics.write_world(str(tmp_path / name), CFG, {'train': 3}, pairs_per_kind=1, kinds=('teleport',), log=print)
+    files = sorted(p.relative_to(tmp_path / 'a') for p in (tmp_path / 'a').rglob('*') if p.is_file())
+    assert len([f for f in files if f.suffix == '.mp4']) == 5  # 3 videos + one pair
+    for f in files:
+        assert (tmp_path / 'a' / f).read_bytes() == (tmp_path / 'b' / f).read_bytes(), f
+
+
 def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
     """Frame folders (IntPhys layout, lossless PNG): windows that end before the break give
     the same surprise for both twins; a window that sees the break does not."""
