@@ -121,7 +121,8 @@ class LoadClip(grain.transforms.RandomMap):
 
     def __init__(self, sources: Sequence[TfdsSource], cfg: ClipConfig):
         self.sources, self.cfg = list(sources), cfg
-        self.decoded = [DecodedVideos(cfg.decoded_cache_mb << 20) for _ in self.sources] if cfg.decoded_cache_mb else None
+        self.decoded = ([DecodedVideos(cfg.decoded_cache_mb << 20) for _ in self.sources]
+                        if cfg.decoded_cache_mb else None)
 
     def random_map(self, element, rng: np.random.Generator):
         ds_id, index = element
