@@ -52,6 +52,9 @@ def main():
     compiled = step_fn.lower(state, clips, mask_list).compile()
     xla_flops = train.compiled_stats(compiled, 0.0)['flops'] or float('nan')
     compile_s = time.time() - t0
+    mem = getattr(compiled, 'memory_analysis', lambda: None)()
+    print(f'compiled in {compile_s:.1f}s' + (f'; temp {mem.temp_size_in_bytes / 2**30:.2f} GiB, args '
+          f'{mem.argument_size_in_bytes / 2**30:.2f} GiB' if mem is not None else ''), flush=True)  # before any step
     state, out = compiled(state, clips, mask_list)
     jax.block_until_ready(out)
     times = []
@@ -72,9 +75,6 @@ def main():
     peak = peak_flops(dev.device_kind)
     if peak:
         print(f'MFU {flops / dt / peak * 100:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16 peak')
-    mem = getattr(compiled, 'memory_analysis', lambda: None)()
-    if mem is not None:
-        print(f'memory: temp {mem.temp_size_in_bytes / 2**30:.2f} GiB, args {mem.argument_size_in_bytes / 2**30:.2f} GiB')
 
 
 if __name__ == '__main__':
