@@ -229,3 +229,14 @@ def test_fact_cues_read_gravity_from_acceleration_not_position():
     position = fact_cues.ridge_accuracy(xt['position'], yt['gravity'], xv['position'], yv['gravity'], 4)
     assert motion >= 95.0 and position < motion - 20.0, (motion, position)
     assert xt['position'].shape == (60, 4) and xt['motion'].shape == (60, 5) and set(yt) == set(physics.FACTS)
+
+
+def test_extrapolation_error_counts_what_gravity_explains():
+    """tools/fact_cues.extrapolation_error: with no gravity ballistic and constant-velocity
+    extrapolation agree; with it, knowing gravity helps, but bounces leave most of the error."""
+    from vjepa_jax.tools import fact_cues
+    cfg = physics.WorldConfig()
+    err = fact_cues.extrapolation_error(cfg, 0, 12, 6, range(8, 15, 2))
+    assert 0 < err['ballistic'] < err['constant_velocity'] < err['displacement'], err
+    flat = fact_cues.extrapolation_error(dataclasses.replace(cfg, gravity=0.0), 0, 12, 6, range(8, 15, 2))
+    assert flat['ballistic'] == pytest.approx(flat['constant_velocity'])
