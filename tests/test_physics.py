@@ -170,19 +170,6 @@ def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
     assert summary['teleport']['accuracy'] == 100.0 * result['correct']
 
 
-def test_surprise_predictor_reads_the_latest_context_as_trained(micro_jepa):
-    """SurpriseConfig.predictor_context: the surprise test reads the context as the predictor was
-    trained to (jepa.latest_context); a count beyond the context is a one-line error."""
-    from vjepa_jax.evals import intuitive_physics as ip
-    frames = np.random.default_rng(0).integers(0, 255, (12, 64, 64, 3)).astype(np.uint8)
-    base = ip.SurpriseConfig(window=8, context=4, stride=2, size=64)
-    full, latest = (ip.SurpriseModel(*micro_jepa, dataclasses.replace(base, predictor_context=k)).windows(frames)
-                    for k in (0, 64))
-    assert full.shape == latest.shape == (3, 2) and np.all(np.abs(full - latest) > 1e-6)
-    with pytest.raises(ValueError, match='predictor_context 200: the context has 128 tokens'):
-        ip.SurpriseModel(*micro_jepa, dataclasses.replace(base, predictor_context=200))
-
-
 def test_groups_are_judged_by_summed_surprise():
     """IntPhys scoring: a quadruplet is right when its impossible videos together are more
     surprising than its possible ones, even if one of its pairs alone is wrong."""

@@ -21,8 +21,7 @@ def mask_generator(num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal
     return ml_collections.ConfigDict(dict(
         num_blocks=num_blocks, spatial_scale=(spatial_scale, spatial_scale), aspect_ratio=aspect_ratio,
         temporal_scale=temporal_scale, max_temporal_keep=max_temporal_keep,
-        num_context=0, num_target=0,  # 0: the keep_quantile quantile (masks.py)
-        predictor_context=0))  # > 0: the predictor reads only the latest this many context tokens (jepa.py)
+        num_context=0, num_target=0))  # 0: the keep_quantile quantile (masks.py)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -145,11 +145,9 @@ def run_physics(config, workdir: str, networks: dict, pairs: str, log=print) -> 
     """{model: intuitive_physics summary} (outputs in WORKDIR/physics/<model>)."""
     from vjepa_jax.evals import intuitive_physics as ip
     m, d = config.model, config.demo
-    generator = config.mask.generators[d.voe_mask_generator]
     cfg = ip.SurpriseConfig(window=m.num_frames, context=m.num_frames // 2, stride=d.voe_stride,
                             frame_step=config.data.frame_step, size=m.img_size, reduce=d.voe_reduce,
-                            mask_index=list(config.mask.generators).index(d.voe_mask_generator),
-                            predictor_context=int(generator.get('predictor_context', 0)))
+                            mask_index=list(config.mask.generators).index(d.voe_mask_generator))
     # all windows of a world video in one call, none padded (9, not 16 with 7 padded); the frame
     # count after frame_step as ip.load_frames takes it
     windows = len(ip.window_starts(len(range(0, d.world.num_frames, config.data.frame_step)), cfg))

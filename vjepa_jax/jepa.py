@@ -2,7 +2,6 @@
 
   h   = layer_norm(target_encoder(clip))                      no gradient
   z_m = predictor(encoder(clip, ctx_m), ctx_m, tgt_m, m)      for each mask generator m
-        (predictor_context[m] = k > 0: the predictor reads only the last k context tokens)
   loss = mean_m mean |z_m - h[tgt_m]|^p / p                   (p = loss_exp = 1)
        + var_weight * var(c_m) + cov_weight * cov(c_m)        optional, off in V-JEPA (0, 0)
   target <- momentum * target + (1 - momentum) * encoder      after the optimiser step
@@ -44,26 +43,15 @@ def token_covariance(x: jax.Array) -> jax.Array:
     return x.T @ x / (x.shape[0] - 1)
 
 
-def latest_context(c: jax.Array, ctx: jax.Array, keep: int) -> tuple:
-    """What the predictor reads of the context: the last `keep` encoded tokens c (B, Kc, D) and
-    their indices ctx (B, Kc), sorted, so the latest in time; all of them when keep is 0. With
-    the encoder attending over the whole context but the predictor reading only its last time
-    step, the encoder must carry the motion (velocity, acceleration) in those tokens."""
-    return (c[:, -keep:], ctx[:, -keep:]) if keep else (c, ctx)
-
-
-def predict(encoder, predictor, clips: jax.Array, masks: Sequence, with_context: bool = False,
-            predictor_context: Sequence[int] = ()) -> list:
+def predict(encoder, predictor, clips: jax.Array, masks: Sequence, with_context: bool = False) -> list:
     """[(B, Kt, D) predictions per generator] (with_context: [(prediction, context tokens
     (B, Kc, D))]). The patch embedding is computed once and gathered per mask (the same
-    numbers as the original's embed-per-mask). predictor_context: per generator, 0 or the
-    count of latest context tokens the predictor reads (latest_context)."""
+    numbers as the original's embed-per-mask)."""
     tokens, grid = encoder.embed(clips)
     out = []
     for m, (ctx, tgt) in enumerate(masks):
         c = encoder.encode(gather_tokens(tokens, ctx), ctx, grid)
-        keep = predictor_context[m] if m < len(predictor_context) else 0
-        z = predictor(*latest_context(c, ctx, keep), tgt, m).astype(jnp.float32)
+        z = predictor(c, ctx, tgt, m).astype(jnp.float32)
         out.append((z, c) if with_context else z)
     return out
 
@@ -79,11 +67,11 @@ def variance_covariance(x: jax.Array) -> jax.Array:
 
 
 def jepa_loss(encoder, predictor, h: jax.Array, clips: jax.Array, masks: Sequence, loss_exp: float = 1.0,
-              var_weight: float = 0.0, cov_weight: float = 0.0, predictor_context: Sequence[int] = ()):
+              var_weight: float = 0.0, cov_weight: float = 0.0):
     """-> (loss, per-generator prediction losses (M,)); loss adds var_weight * var + cov_weight
-    * cov of each generator's context tokens (all of them; variance_covariance) when a weight is
-    > 0. h from target_features; predictor_context as in predict."""
-    outs = predict(encoder, predictor, clips, masks, with_context=True, predictor_context=predictor_context)
+    * cov of each generator's context tokens (variance_covariance) when a weight is > 0.
+    h from target_features."""
+    outs = predict(encoder, predictor, clips, masks, with_context=True)
     per_mask = jnp.stack([jnp.mean(jnp.abs(z - gather_tokens(h, tgt)) ** loss_exp) / loss_exp
                           for (z, _), (_, tgt) in zip(outs, masks)])
     loss = per_mask.mean()

@@ -71,12 +71,6 @@ def mask_specs(mask_cfg) -> list:
             for g in mask_cfg.generators.values()]
 
 
-def predictor_context(mask_cfg) -> tuple:
-    """Per generator (config order): the latest context tokens the predictor reads, 0 = all
-    (jepa.latest_context)."""
-    return tuple(int(g.get('predictor_context', 0)) for g in mask_cfg.generators.values())
-
-
 # ======================================================================================
 # Train state and step
 # ======================================================================================
@@ -91,7 +85,6 @@ class Trainer:
     grid: tuple
     var_weight: float = 0.0  # VICReg terms on the context tokens (jepa.variance_covariance); 0 in V-JEPA
     cov_weight: float = 0.0
-    predictor_context: tuple = ()  # per generator: 0, or the latest context tokens the predictor reads
 
     def init(self, rng_seed: int, model_cfg, num_mask_tokens: int) -> dict:
         """Fresh state; the target encoder starts as a copy of the encoder."""
@@ -113,7 +106,7 @@ class Trainer:
         def loss_fn(p):
             return jepa.jepa_loss(nnx.merge(self.encoder_def, p['encoder']),
                                   nnx.merge(self.predictor_def, p['predictor']), h, clips, mask_list, self.loss_exp,
-                                  self.var_weight, self.cov_weight, self.predictor_context)
+                                  self.var_weight, self.cov_weight)
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     def train_step(self, state, clips, mask_list):
@@ -140,7 +133,7 @@ def make_trainer(config) -> Trainer:
     return Trainer(encoder_def=nnx.graphdef(encoder), predictor_def=nnx.graphdef(predictor),
                    optimizer=optim.make_optimizer(config.optim, schedules), schedules=schedules,
                    loss_exp=config.loss.loss_exp, grid=encoder.grid, var_weight=config.loss.var_weight,
-                   cov_weight=config.loss.cov_weight, predictor_context=predictor_context(config.mask))
+                   cov_weight=config.loss.cov_weight)
 
 
 def make_sampler(config, grid) -> masks.MultiBlockMaskSampler:

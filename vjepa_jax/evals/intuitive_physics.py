@@ -46,7 +46,6 @@ class SurpriseConfig:
     frame_step: int = 1      # use every frame_step-th frame of a video
     size: int = 224          # frames: short side to size, centre crop
     mask_index: int = 0      # the predictor's learned mask token to use
-    predictor_context: int = 0  # > 0: the predictor reads only the latest this many context tokens, as trained
     reduce: str = 'max'      # a video's score: 'max' | 'mean' surprise over windows
     batch_windows: int = 8   # windows per jitted call (padded: one compile per model)
 
@@ -111,15 +110,13 @@ def context_target_indices(grid, context_steps: int) -> tuple:
     return np.arange(context_steps * per_step), np.arange(context_steps * per_step, total)
 
 
-def window_surprise(encoder, predictor, target_encoder, clips, ctx, tgt, mask_index: int, grid,
-                    predictor_context: int = 0) -> jax.Array:
+def window_surprise(encoder, predictor, target_encoder, clips, ctx, tgt, mask_index: int, grid) -> jax.Array:
     """clips (B, W, H, W, 3) -> surprise per target time step (B, T' - context steps):
     mean |predictor(encoder(context)) - layer_norm(target_encoder(clip))| over its tokens."""
     b = clips.shape[0]
     ctx_b, tgt_b = jnp.broadcast_to(ctx, (b, ctx.shape[0])), jnp.broadcast_to(tgt, (b, tgt.shape[0]))
     tokens, token_grid = encoder.embed(clips)
-    c = encoder.encode(jepa.gather_tokens(tokens, ctx_b), ctx_b, token_grid)
-    z = predictor(*jepa.latest_context(c, ctx_b, predictor_context), tgt_b, mask_index)
+    z = predictor(encoder.encode(jepa.gather_tokens(tokens, ctx_b), ctx_b, token_grid), ctx_b, tgt_b, mask_index)
     h = jepa.gather_tokens(jepa.target_features(target_encoder, clips), tgt_b)
     error = jnp.abs(z.astype(jnp.float32) - h).mean(-1)  # (B, Kt)
     return error.reshape(b, -1, int(np.prod(grid[1:]))).mean(-1)
@@ -137,16 +134,12 @@ class SurpriseModel:
                              f'use its num_frames as the window and a context that is a multiple of {tubelet} '
                              'frames, shorter than the window')
         ctx, tgt = context_target_indices(grid, cfg.context // tubelet)
-        if not 0 <= cfg.predictor_context <= len(ctx):
-            raise ValueError(f'predictor_context {cfg.predictor_context}: the context has {len(ctx)} tokens; '
-                             f'use 0 (all) or at most {len(ctx)}')
         graphs, self.states = zip(*(nnx.split(m) for m in (encoder, predictor, target_encoder)))
 
         @jax.jit
         def surprise(states, clips):
             models = [nnx.merge(g, s) for g, s in zip(graphs, states)]
-            return window_surprise(*models, clips, jnp.asarray(ctx), jnp.asarray(tgt), cfg.mask_index, grid,
-                                   cfg.predictor_context)
+            return window_surprise(*models, clips, jnp.asarray(ctx), jnp.asarray(tgt), cfg.mask_index, grid)
         self._surprise = surprise
         self.target_steps = grid[0] - cfg.context // tubelet
 
@@ -272,8 +265,7 @@ def run(model: SurpriseModel, pairs_path: str, workdir: str, name: str = 'model'
 
 def model_from(config, checkpoint: str = '', random_init: bool = False, seed: int = 0, **overrides) -> SurpriseModel:
     """A SurpriseModel from a pretraining config and a workdir (or a random init); the window,
-    context, size and predictor_context default to the config's num_frames, num_frames / 2,
-    img_size and the mask_index generator's predictor_context."""
+    context and size default to the config's num_frames, num_frames / 2 and img_size."""
     from vjepa_jax import pretrained
     if checkpoint:
         networks = pretrained.load_jepa(checkpoint, config)
@@ -282,9 +274,7 @@ def model_from(config, checkpoint: str = '', random_init: bool = False, seed: in
     else:
         raise ValueError('no weights named: pass --checkpoint=WORKDIR (a training workdir) or --random_init')
     m = config.model
-    generator = list(config.mask.generators.values())[overrides.get('mask_index') or 0]
-    defaults = dict(window=m.num_frames, context=m.num_frames // 2, size=m.img_size,
-                    predictor_context=int(generator.get('predictor_context', 0)))
+    defaults = dict(window=m.num_frames, context=m.num_frames // 2, size=m.img_size)
     return SurpriseModel(*networks, SurpriseConfig(**{**defaults, **overrides}))
 
 
@@ -297,9 +287,9 @@ def main(argv=None):
     ap.add_argument('--random_init', action='store_true', help='a randomly initialised model (a baseline)')
     ap.add_argument('--seed', type=int, default=0)
     for field in dataclasses.fields(SurpriseConfig):
-        if field.name not in ('window', 'context', 'size', 'predictor_context'):
+        if field.name not in ('window', 'context', 'size'):
             ap.add_argument(f'--{field.name}', type=type(field.default), default=field.default)
-    for name in ('window', 'context', 'size', 'predictor_context'):
+    for name in ('window', 'context', 'size'):
         ap.add_argument(f'--{name}', type=int, default=None, help='default: from the config')
     args = ap.parse_args(argv)
     from vjepa_jax.config import UsageError, load_config
