@@ -61,7 +61,7 @@ def extrapolation_error(cfg: physics.WorldConfig, seed: int, count: int, last_co
     videos) from the objects' true positions at the target frames (real frame offsets) to
     {'constant_velocity', 'ballistic'} extrapolation from frame last_context, and the mean
     'displacement' from there. Bounces and collisions are what neither extrapolation foresees."""
-    sums = {'displacement': [], 'constant_velocity': [], 'ballistic': []}
+    misses = {'displacement': [], 'constant_velocity': [], 'ballistic': []}
     for i in range(count):
         scene = physics.sample_scene(physics.video_rng(seed, 0, i), cfg)
         traj = physics.simulate(scene, cfg)
@@ -72,8 +72,8 @@ def extrapolation_error(cfg: physics.WorldConfig, seed: int, count: int, last_co
                 drift = p0 + v0 * dt
                 for name, guess in (('displacement', p0), ('constant_velocity', drift),
                                     ('ballistic', drift + 0.5 * cfg.gravity * scene.accel * dt ** 2)):
-                    sums[name].append(np.linalg.norm(actual - guess, axis=-1).mean())
-    return {k: float(np.mean(v)) for k, v in sums.items()}
+                    misses[name].append(np.linalg.norm(actual - guess, axis=-1).mean())
+    return {k: float(np.mean(v)) for k, v in misses.items()}
 
 
 def main():
@@ -90,9 +90,14 @@ def main():
     for fact, classes in physics.FACTS.items():
         row = [f'{ridge_accuracy(xt[c], yt[fact], xv[c], yv[fact], classes):.1f}' for c in CUES]
         print(f'| {fact} | {100 / classes:.1f} | ' + ' | '.join(row) + ' |')
-    # the demo's clip: 8 frames at frame step 2, context = the first 4 (real frames 0-6)
-    err = extrapolation_error(cfg, args.seed, args.train, 6, range(8, 15, 2))
-    print(f"demo targets (real frames 8-14 from context 0-6): objects move {err['displacement']:.2f} px; "
+    from vjepa_jax.config import load_config
+    from vjepa_jax.demo import DEFAULT_CONFIG
+    demo = load_config(DEFAULT_CONFIG)  # its clip: num_frames at frame_step, the first half the context
+    frames = np.arange(demo.model.num_frames) * demo.data.frame_step
+    context, targets = frames[:len(frames) // 2], frames[len(frames) // 2:]
+    err = extrapolation_error(cfg, args.seed, args.train, int(context[-1]), targets.tolist())
+    print(f"demo targets (real frames {targets[0]}-{targets[-1]} from context {context[0]}-{context[-1]}): "
+          f"objects move {err['displacement']:.2f} px; "
           f"constant-velocity extrapolation misses by {err['constant_velocity']:.2f} px, "
           f"ballistic (true gravity) by {err['ballistic']:.2f} px")
 
