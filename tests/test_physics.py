@@ -211,7 +211,8 @@ def test_fact_cues_read_gravity_from_acceleration_not_position():
     only hints at it (the demo's world: 100.0 against 50.6)."""
     from vjepa_jax.tools import fact_cues
     cfg = physics.WorldConfig()
-    (xt, yt), (xv, yv) = (fact_cues.split_table(cfg, 0, s, n) for s, n in ((0, 60), (1, 40)))
+    (xt, yt), (xv, yv) = (fact_cues.split_table(cfg, fact_cues.simulate_split(cfg, 0, s, n))
+                          for s, n in ((0, 60), (1, 40)))
     motion = fact_cues.ridge_accuracy(xt['motion'], yt['gravity'], xv['motion'], yv['gravity'], 4)
     position = fact_cues.ridge_accuracy(xt['position'], yt['gravity'], xv['position'], yv['gravity'], 4)
     assert motion >= 95.0 and position < motion - 20.0, (motion, position)
@@ -223,7 +224,8 @@ def test_extrapolation_error_counts_what_gravity_explains():
     extrapolation agree; with it, knowing gravity helps, but bounces leave most of the error."""
     from vjepa_jax.tools import fact_cues
     cfg = physics.WorldConfig()
-    err = fact_cues.extrapolation_error(cfg, 0, 12, 6, range(8, 15, 2))
+    err = fact_cues.extrapolation_error(cfg, fact_cues.simulate_split(cfg, 0, 0, 12), 6, range(8, 15, 2))
     assert 0 < err['ballistic'] < err['constant_velocity'] < err['displacement'], err
-    flat = fact_cues.extrapolation_error(dataclasses.replace(cfg, gravity=0.0), 0, 12, 6, range(8, 15, 2))
+    flat_cfg = dataclasses.replace(cfg, gravity=0.0)
+    flat = fact_cues.extrapolation_error(flat_cfg, fact_cues.simulate_split(flat_cfg, 0, 0, 12), 6, range(8, 15, 2))
     assert flat['ballistic'] == pytest.approx(flat['constant_velocity'])

@@ -33,12 +33,16 @@ def cue_features(traj: dict, cfg: physics.WorldConfig) -> dict:
                                       [np.linalg.norm(vel, axis=-1).mean()]])}
 
 
-def split_table(cfg: physics.WorldConfig, seed: int, split_index: int, count: int) -> tuple:
-    """-> ({cue: (count, F)}, {fact: (count,) class index}) of a world's split."""
+def simulate_split(cfg: physics.WorldConfig, seed: int, split_index: int, count: int) -> list:
+    """[(scene, traj)] of a world's split, as write_world draws them."""
+    scenes = [physics.sample_scene(physics.video_rng(seed, split_index, i), cfg) for i in range(count)]
+    return [(scene, physics.simulate(scene, cfg)) for scene in scenes]
+
+
+def split_table(cfg: physics.WorldConfig, videos: list) -> tuple:
+    """videos from simulate_split -> ({cue: (count, F)}, {fact: (count,) class index})."""
     cues, facts = {c: [] for c in CUES}, {f: [] for f in physics.FACTS}
-    for i in range(count):
-        scene = physics.sample_scene(physics.video_rng(seed, split_index, i), cfg)
-        traj = physics.simulate(scene, cfg)
+    for scene, traj in videos:
         for c, v in cue_features(traj, cfg).items():
             cues[c].append(v)
         for f, v in physics.facts(scene, traj, cfg).items():
@@ -56,15 +60,13 @@ def ridge_accuracy(x_train, y_train, x_val, y_val, classes: int, alpha: float = 
     return 100.0 * float(np.mean(np.argmax(b @ w, 1) == y_val))
 
 
-def extrapolation_error(cfg: physics.WorldConfig, seed: int, count: int, last_context: int, targets) -> dict:
-    """Mean distance (px, over objects, target frames and every clip start of `count` train
-    videos) from the objects' true positions at the target frames (real frame offsets) to
-    {'constant_velocity', 'ballistic'} extrapolation from frame last_context, and the mean
+def extrapolation_error(cfg: physics.WorldConfig, videos: list, last_context: int, targets) -> dict:
+    """Mean distance (px, over objects, target frames and every clip start of the videos from
+    simulate_split) from the objects' true positions at the target frames (real frame offsets)
+    to {'constant_velocity', 'ballistic'} extrapolation from frame last_context, and the mean
     'displacement' from there. Bounces and collisions are what neither extrapolation foresees."""
     misses = {'displacement': [], 'constant_velocity': [], 'ballistic': []}
-    for i in range(count):
-        scene = physics.sample_scene(physics.video_rng(seed, 0, i), cfg)
-        traj = physics.simulate(scene, cfg)
+    for scene, traj in videos:
         for start in range(cfg.num_frames - max(targets)):
             p0, v0 = traj['pos'][start + last_context], traj['vel'][start + last_context]
             for t in targets:
@@ -84,7 +86,8 @@ def main():
     args = ap.parse_args()
     cfg = physics.WorldConfig()
     splits = sorted({'train': args.train, 'validation': args.validation}.items())  # write_world's order
-    (xt, yt), (xv, yv) = (split_table(cfg, args.seed, s, n) for s, (_, n) in enumerate(splits))
+    train, validation = (simulate_split(cfg, args.seed, s, n) for s, (_, n) in enumerate(splits))
+    (xt, yt), (xv, yv) = split_table(cfg, train), split_table(cfg, validation)
     print('| fact | chance | ' + ' | '.join(CUES) + ' |')
     print('| --- | --- | ' + ' | '.join('---' for _ in CUES) + ' |')
     for fact, classes in physics.FACTS.items():
@@ -95,7 +98,7 @@ def main():
     demo = load_config(DEFAULT_CONFIG)  # its clip: num_frames at frame_step, the first half the context
     frames = np.arange(demo.model.num_frames) * demo.data.frame_step
     context, targets = frames[:len(frames) // 2], frames[len(frames) // 2:]
-    err = extrapolation_error(cfg, args.seed, args.train, int(context[-1]), targets.tolist())
+    err = extrapolation_error(cfg, train, int(context[-1]), targets.tolist())
     print(f"demo targets (real frames {targets[0]}-{targets[-1]} from context {context[0]}-{context[-1]}): "
           f"objects move {err['displacement']:.2f} px; "
           f"constant-velocity extrapolation misses by {err['constant_velocity']:.2f} px, "
