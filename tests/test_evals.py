@@ -47,7 +47,7 @@ def test_probe_learns_clearly_above_chance(trained):
     cfg, workdir, results = trained
     val = results['splits']['validation']
     assert val['count'] == 24 and results['chance_top1'] == 25.0
-    assert val["top1"] >= 50.0, results["grid"]  # measured 62.5 with this seed
+    assert val["top1"] >= 50.0, results["grid"]  # measured 70.8 (in memory, seeds 0-3: 87.5, 95.8, 75.0, 62.5)
     assert val['top5'] == 100.0  # 4 classes
     assert {(r['lr'], r['weight_decay']) for r in results['grid']} == {(1e-2, 0.01), (3e-3, 0.01)}
     rows = [json.loads(line) for line in open(workdir / 'metrics.jsonl')]

@@ -127,14 +127,15 @@ def decode_image(data: bytes, name: str = 'image') -> np.ndarray:
 def encode_video(frames: np.ndarray, path: str, fps: int = 30, codec: str | None = None) -> None:
     """Write uint8 frames (T, H, W, 3) to .mp4 (H.264) or .webm (VP9); for tests and demos.
     Frames are converted to yuv420p before the encoder sees them: left to the encoder, the
-    conversion made the same frames come out as different bytes on reruns."""
+    conversion made the same frames come out as different bytes on reruns. H.264 is written at a
+    constant quantiser (qp 18): crf rate control was not repeatable once jax was imported."""
     codec = codec or ('libvpx-vp9' if path.endswith('.webm') else 'libx264')
     with av.open(path, mode='w') as out:
         stream = out.add_stream(codec, rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = 'yuv420p'
         if codec == 'libx264':
-            stream.options = {'crf': '18', 'g': '16'}
+            stream.options = {'qp': '18', 'g': '16'}
         for f in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format='rgb24').reformat(format='yuv420p')
             for packet in stream.encode(frame):
