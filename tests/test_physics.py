@@ -167,21 +167,23 @@ def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
     assert np.all(s_p[after] != s_i[after])
     assert result['possible']['frames'] == (starts + 4).tolist()
     summary = ip.summarise([result])
-    assert summary['teleport']['accuracy'] == 100.0 * result['correct']
+    assert summary['teleport']['accuracy'] == 100.0 * result['correct'] + 50.0 * result['tie']
 
 
 def test_groups_are_judged_by_summed_surprise():
     """IntPhys scoring: a quadruplet is right when its impossible videos together are more
-    surprising than its possible ones, even if one of its pairs alone is wrong."""
+    surprising than its possible ones, even if one of its pairs alone is wrong; a tie (both
+    maxima in the frames the twins share) counts half, so chance stays 50 %."""
     from vjepa_jax.evals import intuitive_physics as ip
     row = lambda group, possible, impossible: {'group': group, 'property': 'vanish', 'correct': possible < impossible,
                                                 'possible': {'score': possible}, 'impossible': {'score': impossible}}
     results = [row('q0', 1.0, 0.8), row('q0', 0.5, 1.0),   # one pair wrong, the group right
                row('q1', 1.0, 1.1), row('q1', 1.0, 0.5),   # one pair right, the group wrong
-               row('line 5', 0.2, 0.3)]                    # a pair without a group
+               row('line 5', 0.2, 0.3),                    # a pair without a group
+               row('line 6', 0.7, 0.7)]                    # a tie
     summary = ip.summarise(results)['vanish']
-    assert (summary['pairs'], summary['groups']) == (5, 3)
-    assert summary['accuracy'] == pytest.approx(200 / 3) and summary['pair_accuracy'] == pytest.approx(60.0)
+    assert (summary['pairs'], summary['groups'], summary['ties']) == (6, 4, 1)
+    assert summary['accuracy'] == pytest.approx(62.5) and summary['pair_accuracy'] == pytest.approx(3.5 / 6 * 100)
 
 
 def test_world_pairs_list_groups_the_vanish_quadruplets(tmp_path):

@@ -293,7 +293,8 @@ videos of the synthetic physics world; loss {rows[0]['loss']:.4f} -> {rows[-1]['
 Probes: attentive probes on the frozen target encoder, trained on {w.train} and scored on {w.validation}
 held-out videos. Physics: {w.pairs_per_kind} violation pairs per property; a pair is right when the possible
 video is less surprising ({config.demo.voe_reduce} surprise over windows) than its impossible twin;
-a vanish quadruplet (+ a never-there / appearing pair) when its impossible videos are, summed.
+a vanish quadruplet (+ a never-there / appearing pair) when its impossible videos are, summed; a tie (both
+maxima in the frames the twins share) counts half.
 The random init is the initialisation the pretraining started from. Effective rank: RankMe (exp of the
 entropy of the singular values) over every validation token of the frozen target encoder, out of its
 width; a fall means dimensional collapse (loss.png, right: the training targets' rank per step).

@@ -169,34 +169,46 @@ class SurpriseModel:
 # Pairs -> accuracy per property, curves
 # ----------------------------------------------------------------------------------------
 def evaluate_pairs(model: SurpriseModel, pairs: list, log=None) -> list:
-    """-> one result per pair: the pair's fields + 'possible' / 'impossible' video results + 'correct'."""
+    """-> one result per pair: the pair's fields + 'possible' / 'impossible' video results + 'correct'
+    (the impossible video scores higher) + 'tie' (both score the same)."""
     results = []
     for n, pair in enumerate(pairs):
         videos = {w: model.video(load_frames(pair[w], model.cfg)) for w in ('possible', 'impossible')}
-        results.append({**pair, **videos, 'correct': bool(videos['possible']['score'] < videos['impossible']['score'])})
+        possible, impossible = videos['possible']['score'], videos['impossible']['score']
+        results.append({**pair, **videos, 'correct': bool(possible < impossible), 'tie': bool(possible == impossible)})
         if log and (n + 1) % 10 == 0:
             log(f'  {n + 1}/{len(pairs)} pairs')
     return results
 
 
+def credit(gap: float) -> float:
+    """A pair's (or group's) share of right for gap = impossible - possible score: 1 above 0, 0 below,
+    1/2 on a tie. Twins share their frames up to the break, so with reduce 'max' a tie is exact
+    when both maxima fall in shared windows: the pair then tells nothing, and scoring it wrong
+    would put chance below 50 %."""
+    return 1.0 if gap > 0 else 0.5 if gap == 0 else 0.0
+
+
 def group_accuracy(results: list) -> float:
-    """% of groups whose impossible videos' summed score exceeds their possible videos'."""
+    """% of groups whose impossible videos' summed score exceeds their possible videos' (ties 1/2)."""
     gaps = {}
     for r in results:
         gaps[r['group']] = gaps.get(r['group'], 0.0) + r['impossible']['score'] - r['possible']['score']
-    return 100.0 * float(np.mean([gap > 0 for gap in gaps.values()]))
+    return 100.0 * float(np.mean([credit(gap) for gap in gaps.values()]))
 
 
 def summarise(results: list) -> dict:
     """{property: {'pairs', 'groups', 'accuracy' (% of groups), 'pair_accuracy' (% of pairs),
-    'mean_gap' (impossible - possible score)}, ..., 'all': ...}."""
+    'ties' (pairs scored alike), 'mean_gap' (impossible - possible score)}, ..., 'all': ...};
+    a tie counts 1/2 (credit)."""
     out = {}
     for prop in sorted({r['property'] for r in results}) + ['all']:
         rows = [r for r in results if prop in ('all', r['property'])]
         gaps = [r['impossible']['score'] - r['possible']['score'] for r in rows]
         out[prop] = {'pairs': len(rows), 'groups': len({r['group'] for r in rows}),
                      'accuracy': group_accuracy(rows),
-                     'pair_accuracy': 100.0 * float(np.mean([r['correct'] for r in rows])),
+                     'pair_accuracy': 100.0 * float(np.mean([credit(gap) for gap in gaps])),
+                     'ties': int(sum(gap == 0 for gap in gaps)),
                      'mean_gap': float(np.mean(gaps))}
     props = [p for p in out if p != 'all']
     out['all']['macro_accuracy'] = float(np.mean([out[p]['accuracy'] for p in props]))
@@ -243,10 +255,11 @@ def plot_surprise(results: list, path: str, title: str = '') -> str:
 
 
 def table(summary: dict) -> str:
-    lines = ['| property | pairs | groups | accuracy (% of groups) | mean surprise gap |',
-             '| --- | --- | --- | --- | --- |']
+    lines = ['| property | pairs | groups | accuracy (% of groups, ties 1/2) | tied pairs | mean surprise gap |',
+             '| --- | --- | --- | --- | --- | --- |']
     for prop, row in summary.items():
-        lines.append(f"| {prop} | {row['pairs']} | {row['groups']} | {row['accuracy']:.1f} | {row['mean_gap']:+.4f} |")
+        lines.append(f"| {prop} | {row['pairs']} | {row['groups']} | {row['accuracy']:.1f} | {row['ties']} "
+                     f"| {row['mean_gap']:+.4f} |")
     return '\n'.join(lines)
 
 
