@@ -175,7 +175,7 @@ def test_groups_are_judged_by_summed_surprise():
     surprising than its possible ones, even if one of its pairs alone is wrong; a tie (both
     maxima in the frames the twins share) counts half, so chance stays 50 %."""
     from vjepa_jax.evals import intuitive_physics as ip
-    row = lambda group, possible, impossible: {'group': group, 'property': 'vanish', 'correct': possible < impossible,
+    row = lambda group, possible, impossible: {'group': group, 'property': 'vanish',
                                                 'possible': {'score': possible}, 'impossible': {'score': impossible}}
     results = [row('q0', 1.0, 0.8), row('q0', 0.5, 1.0),   # one pair wrong, the group right
                row('q1', 1.0, 1.1), row('q1', 1.0, 0.5),   # one pair right, the group wrong
