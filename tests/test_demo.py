@@ -87,3 +87,17 @@ def test_an_interrupted_pretraining_stops_the_demo(demo_run, tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path / 'pretrain' / 'checkpoints'))
     assert 1 <= ckpt.latest_step() < config.optim.ipe * config.optim.epochs
     ckpt.close()
+
+
+def test_demo_command_line_overrides_are_checked(tmp_path):
+    """--config.a.b=v sets any field; an unknown key or a value of the wrong type stops the demo
+    with a one-line error before anything is written."""
+    from vjepa_jax import demo
+    workdir = str(tmp_path / 'demo')
+    for argv, expected in ((['--config.optim.no_such_field=1'], 'no_such_field'),
+                           (['--config.optim.lr=fast'], 'optim.lr=fast'),
+                           (['--config.optim.lr'], '--config.optim.lr=VALUE')):
+        with pytest.raises(SystemExit, match=expected) as stop:
+            demo.main([f'--workdir={workdir}', '--config=configs/demo.py:test', *argv])
+        assert '\n' not in str(stop.value)
+    assert not os.path.exists(os.path.join(workdir, 'world'))

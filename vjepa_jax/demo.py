@@ -1,6 +1,7 @@
 """The end-to-end demo: a physics world, V-JEPA pretraining, probes, intuitive physics, a report.
 
     python -m vjepa_jax.demo --workdir=workdir/demo [--config=configs/demo.py] [--seed=0]
+        [--config.optim.lr=1e-3 ...]   (any config field; an unknown key is a one-line error)
 
 1. world     data/physics.write_world: videos with latent facts + violation pairs, built into
              the physics_world TFDS dataset (kept and reused when it exists)
@@ -347,12 +348,16 @@ def main(argv=None):
     ap.add_argument('--workdir', default='workdir/demo')
     ap.add_argument('--config', default=DEFAULT_CONFIG, help='FILE[:arg], default configs/demo.py')
     ap.add_argument('--seed', type=int, default=0, help='world and model seed')
-    args = ap.parse_args(argv)
+    from vjepa_jax.config import UsageError, load_with_overrides, split_config_overrides
+    try:
+        overrides, rest = split_config_overrides(sys.argv[1:] if argv is None else argv)
+    except ValueError as e:
+        raise SystemExit(f'error: {e}')
+    args = ap.parse_args(rest)
     import jax
     jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jax_cache'))  # fast reruns
-    from vjepa_jax.config import UsageError, load_config
     try:
-        config = load_config(args.config)
+        config = load_with_overrides(args.config, overrides)
         config.seed = args.seed
         config.demo.world.seed = args.seed
         run(config, args.workdir)
