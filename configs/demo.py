@@ -11,11 +11,12 @@ added (README, "The demo"). Loss: V-JEPA's L1 plus VICReg's variance (weight 1) 
 (0.04) terms on the context tokens (jepa.variance_covariance): without them the features
 collapse (effective rank 45 -> 21 in 1000 steps) and lose the direction of gravity.
 Optimisation: batch 8, 1400 steps (ipe 140 x 10 epochs), lr 3e-3 (cosine from 2e-4 to 1e-5, one
-warmup epoch): for the same pretraining time it beat batch 16 x 800 steps at lr 1e-3 (the config
-before 2026-11-30) on the probes and pairwise physics of every seed (README, "The demo");
-lr 5e-3 fell back (effective rank 42 against 80). About 6 minutes of the demo's 9 on 2 CPU cores.
+warmup epoch), about 6 of the demo's 8.5 minutes on 2 CPU cores. With it the pretrained encoder
+beats its random init on every probe and on physics on seeds 0-4; batch 16 x 800 steps at lr
+1e-3 (the config until 2026-11-30) lost gravity on seed 2, and lr 5e-3 collapsed rank
+(48 against 67 at 3e-3, batch 16). README, "The demo".
 
-    configs/demo.py        the demo (about 9 minutes on 2 CPU cores, 10 with the install)
+    configs/demo.py        the demo (about 8.5 minutes on 2 CPU cores, 9.5 with the install)
     configs/demo.py:test   a seconds-long setting for the end-to-end test
 """
 import ml_collections
