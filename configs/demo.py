@@ -35,6 +35,7 @@ def get_config(arg=None):
     future.update(num_context=steps // 2 * per_step, num_target=(steps - steps // 2) * per_step)  # whole halves
     c.mask.generators = ml_collections.ConfigDict(dict(future=future))
     c.loss.update(var_weight=1.0, cov_weight=0.04)  # anti-collapse; 0 / 0 is V-JEPA's loss
+    # batch 8: also divides over the 8 CPU devices the tests simulate (configs/demo.py:test keeps it)
     c.data.update(datasets='physics_world', global_batch_size=8, frame_step=2, crop_scale=(0.6, 1.0),
                   flip=False,  # no flip: keep the world's handedness (left / right gravity)
                   decoded_cache_mb=512)  # the world's 400 videos decoded: 157 MB, decoded once each
