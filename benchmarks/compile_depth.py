@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from vjepa_jax import masks, train  # noqa: E402
+from vjepa_jax import masks, train_state  # noqa: E402
 from vjepa_jax.config import load_config  # noqa: E402
 from vjepa_jax.models import vit  # noqa: E402
 
@@ -25,8 +25,8 @@ def compile_seconds(depth: int, scan: bool) -> float:
     cfg = load_config(os.path.join(root, 'configs', 'pretrain', 'tiny.py'))
     vit.VIT_VARIANTS['bench'] = dict(vit.VIT_VARIANTS['micro'], depth=depth)
     cfg.model.update(variant='bench', scan_layers=scan)
-    trainer = train.make_trainer(cfg)
-    sampler = masks.MultiBlockMaskSampler(trainer.grid, train.mask_specs(cfg.mask), seed=0)
+    trainer = train_state.make_trainer(cfg)
+    sampler = masks.MultiBlockMaskSampler(trainer.grid, masks.mask_specs(cfg.mask), seed=0)
     state = jax.eval_shape(lambda: trainer.init(0, cfg.model, 2))
     m, b = cfg.model, cfg.data.global_batch_size
     clips = jax.ShapeDtypeStruct((b, m.num_frames, m.img_size, m.img_size, 3), jnp.float32)

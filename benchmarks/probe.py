@@ -27,7 +27,7 @@ def main():
     args = ap.parse_args()
     from vjepa_jax.config import load_config
     from vjepa_jax.data import build, synthetic
-    from vjepa_jax.evals import classification
+    from vjepa_jax.evals import probe_eval
     tmp = tempfile.mkdtemp()
     lists = synthetic.write_motion_dataset(os.path.join(tmp, 'videos'), {'train': args.per_class, 'validation': 4})
     build.build('video_csv', os.path.join(tmp, 'data'), csv=lists['train'], val_csv=lists['validation'])
@@ -41,7 +41,7 @@ def main():
             'optim.epochs': args.epochs, 'optim.lr': lrs, 'optim.weight_decay': [0.01], 'log_every': 10 ** 6})
         workdir = os.path.join(tmp, f'run_{cache}_{heads}_{in_memory}')
         t0 = time.time()
-        classification.run(cfg, workdir, log=lambda *_: None)
+        probe_eval.run(cfg, workdir, log=lambda *_: None)
         shutil.rmtree(workdir)
         return time.time() - t0
 

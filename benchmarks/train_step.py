@@ -22,7 +22,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vjepa_jax import train  # noqa: E402
+from vjepa_jax import masks, train_state  # noqa: E402
+from vjepa_jax.models import factory  # noqa: E402
 from vjepa_jax.config import load_config  # noqa: E402
 from vjepa_jax.flops import peak_flops, step_flops  # noqa: E402
 
@@ -40,9 +41,9 @@ def main():
         k, v = kv.split('=')
         cfg.model[k] = type(cfg.model[k])(v) if not isinstance(cfg.model[k], bool) else v == 'true'
     batch = args.batch or cfg.data.global_batch_size
-    trainer = train.make_trainer(cfg)
-    sampler = train.make_sampler(cfg, trainer.grid)
-    state = jax.jit(lambda: trainer.init(0, cfg.model, train.num_mask_tokens(cfg)))()
+    trainer = train_state.make_trainer(cfg)
+    sampler = masks.make_sampler(cfg, trainer.grid)
+    state = jax.jit(lambda: trainer.init(0, cfg.model, factory.num_mask_tokens(cfg)))()
     m = cfg.model
     clips = jax.random.normal(jax.random.key(0), (batch, m.num_frames, m.img_size, m.img_size, 3),
                               jnp.float32)
@@ -50,7 +51,7 @@ def main():
     step_fn = jax.jit(trainer.train_step, donate_argnums=(0,))
     t0 = time.time()
     compiled = step_fn.lower(state, clips, mask_list).compile()
-    xla_flops = train.compiled_stats(compiled, 0.0)['flops'] or float('nan')
+    xla_flops = train_state.compiled_stats(compiled, 0.0)['flops'] or float('nan')
     compile_s = time.time() - t0
     mem = getattr(compiled, 'memory_analysis', lambda: None)()
     print(f'compiled in {compile_s:.1f}s' + (f'; temp {mem.temp_size_in_bytes / 2**30:.2f} GiB, args '

@@ -1,5 +1,5 @@
 """The embedded demo (python -m vjepa_jax.demo): a tiny V-JEPA pretrained for a few minutes on
-the synthetic physics world (vjepa_jax/data/physics.py) on 2 CPU cores, then probed for the
+the synthetic physics world (vjepa_jax/worlds/physics.py) on 2 CPU cores, then probed for the
 world's latent facts and tested for intuitive physics, against a random init.
 
 World: 64 px videos of 32 frames at 8 fps. Clips: 8 frames, frame_step 2 (a 16-frame span);
@@ -21,7 +21,7 @@ beats its random init on every probe and on physics on seeds 0-4; batch 16 x 800
 """
 import ml_collections
 
-from vjepa_jax.config import base_config, mask_generator
+from vjepa_jax.recipes import base_config, mask_generator
 
 
 def get_config(arg=None):
@@ -31,7 +31,7 @@ def get_config(arg=None):
                    pred_depth=2, pred_embed_dim=96, dtype='float32')
     per_step = (c.model.img_size // c.model.patch_size) ** 2
     steps = c.model.num_frames // c.model.tubelet_size
-    future = mask_generator(1, 1.0, aspect_ratio=(1.0, 1.0), temporal_scale=(0.5, 0.5), max_temporal_keep=0.5)
+    future = mask_generator(0, 1, 1.0, aspect_ratio=(1.0, 1.0), temporal_scale=(0.5, 0.5), max_temporal_keep=0.5)
     future.update(num_context=steps // 2 * per_step, num_target=(steps - steps // 2) * per_step)  # whole halves
     c.mask.generators = ml_collections.ConfigDict(dict(future=future))
     c.loss.update(var_weight=1.0, cov_weight=0.04)  # anti-collapse; 0 / 0 is V-JEPA's loss
@@ -46,8 +46,8 @@ def get_config(arg=None):
     c.demo = ml_collections.ConfigDict(dict(
         world=ml_collections.ConfigDict(dict(train=400, validation=160, pairs_per_kind=16, size=64,
                                              num_frames=32, seed=0)),
-        facts=['num_objects', 'gravity', 'speed', 'collision'],  # probed latent facts (physics.FACTS)
-        probe_epochs=8, probe_batch_size=16, probe_lr=[3e-3], probe_weight_decay=[0.01],
+        facts=('num_objects', 'gravity', 'speed', 'collision'),  # probed latent facts (physics.FACTS)
+        probe_epochs=8, probe_batch_size=16, probe_lr=(3e-3,), probe_weight_decay=(0.01,),
         voe_stride=1, voe_reduce='max', voe_mask_generator='future',  # the surprise test's mask token
     ))
     if arg == 'test':  # the end-to-end test: seconds, not minutes
@@ -55,5 +55,5 @@ def get_config(arg=None):
         c.train.log_every = 2
         c.checkpoint.every_steps = 100
         c.demo.world.update(train=8, validation=8, pairs_per_kind=1)
-        c.demo.update(facts=['num_objects'], probe_epochs=1, probe_batch_size=4, probe_lr=[1e-3])
+        c.demo.update(facts=('num_objects',), probe_epochs=1, probe_batch_size=4, probe_lr=(1e-3,))
     return c

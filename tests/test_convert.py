@@ -12,7 +12,8 @@ import pytest
 
 from helpers import (MICRO, ROOT, assert_matches_fixture, cache_every_compilation, compiled_call, config, fixture_io,
                      jepa_outputs)
-from vjepa_jax import torch_io, train
+from vjepa_jax import torch_io, train, train_state
+from vjepa_jax.models import factory
 from vjepa_jax.tools import convert_torch
 
 CHECKPOINT = os.path.join(MICRO, 'checkpoint.pth.tar')
@@ -79,7 +80,7 @@ def test_written_files_load_in_torch_where_installed(tmp_path, converted):
 def test_converted_networks_reproduce_the_original_outputs(converted):
     cfg, _, state = converted
     io, clips, masks = fixture_io()
-    trainer = train.make_trainer(cfg)
+    trainer = train_state.make_trainer(cfg)
     out = jepa_outputs(trainer.encoder_def, trainer.predictor_def, state['params'], state['target_encoder'], clips,
                        masks)
     assert_matches_fixture(out, io, len(masks), TOL)
@@ -99,7 +100,7 @@ def test_one_train_step_from_the_converted_state_matches_the_original(converted)
     cfg, _, state = converted
     assert int(state['step']) == 1  # the fixture checkpoint was saved after one warm-up step
     _, clips, masks = fixture_io()
-    trainer = train.make_trainer(cfg)
+    trainer = train_state.make_trainer(cfg)
 
     @jax.jit  # the gradients and the step in one compilation (op by op, the gradients took ~30 s)
     def grads_and_step(state, clips, masks):
@@ -158,8 +159,8 @@ def test_vitl16_checkpoint_layout_maps_name_for_name():
             skeleton.setdefault(net, {})[name] = np.broadcast_to(np.float32(0), shape)
     skeleton['target_encoder'] = skeleton['encoder']
     params = convert_torch.params_from_torch(skeleton, config('vitl16'))
-    assert train.count_params(params['encoder']) == 303_885_312
-    assert train.count_params(params['predictor']) == 22_082_944
+    assert factory.count_params(params['encoder']) == 303_885_312
+    assert factory.count_params(params['predictor']) == 22_082_944
     broken = dict(skeleton['encoder'])
     broken['module.backbone.blocks.99.attn.qkv.weight'] = broken.pop('module.backbone.norm.weight')
     with pytest.raises(ValueError, match=r"missing \['norm.weight'\], unexpected \['blocks.99.attn.qkv.weight'\]"):
@@ -195,8 +196,8 @@ def test_command_line_conversion_resumes_in_training(tmp_path):
 def test_vjepa2_layout_round_trip():
     """RoPE models (V-JEPA 2) store no position tables; predictors may carry extra mask tokens."""
     cfg = micro_config(**{'model.pos_embed': 'rope', 'model.num_mask_tokens': 3})
-    trainer = train.make_trainer(cfg)
-    state = trainer.init(1, cfg.model, train.num_mask_tokens(cfg))
+    trainer = train_state.make_trainer(cfg)
+    state = trainer.init(1, cfg.model, factory.num_mask_tokens(cfg))
     exported = convert_torch.state_to_torch(state, cfg)
     assert not any('pos_embed' in k for net in ('encoder', 'predictor') for k in exported[net])
     assert [k for k in exported['predictor'] if 'mask_tokens' in k][-1] == 'module.backbone.mask_tokens.2'

@@ -135,9 +135,9 @@ def test_ac_predictor_is_block_causal_in_time():
 def test_ac_checkpoint_command_line_round_trip(tmp_path, ac_fixture):
     """A whole V-JEPA 2-AC file (RoPE encoder + AC predictor) -> params checkpoint -> the modules
     -> the original's layout again, bit for bit."""
-    from vjepa_jax import train
+    from vjepa_jax.models import factory
     cfg = config('vjepa2_vitl16', **AC_MICRO)
-    encoder = train.build_models(cfg.model, train.num_mask_tokens(cfg), nnx.Rngs(3))[0]
+    encoder = factory.build_models(cfg.model, factory.num_mask_tokens(cfg), nnx.Rngs(3))[0]
     enc = {f'module.{k}': v for k, v in torch_names.to_torch(
         jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(encoder)))).items()}
     original = {**torch_io.load_pth(os.path.join(AC, 'ac_plain.pt')), 'encoder': enc, 'target_encoder': dict(enc)}

@@ -18,7 +18,7 @@ def demo_run(tmp_path_factory):
 
 
 def test_demo_writes_the_report(demo_run):
-    from vjepa_jax.data import physics
+    from vjepa_jax.worlds import physics
     from vjepa_jax.models.vit import VIT_VARIANTS
     workdir, config, out, lines = demo_run
     for png in ('loss', 'masks', 'probes', 'pair', 'surprise_pretrained', 'surprise_random'):

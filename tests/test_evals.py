@@ -15,7 +15,7 @@ from helpers import ROOT
 from vjepa_jax.config import load_config
 from vjepa_jax.data import build, decode, synthetic
 from vjepa_jax.data.pipeline import TfdsSource
-from vjepa_jax.evals import classification, features, views
+from vjepa_jax.evals import features, probe_eval, probe_trainer, views
 
 TINY = os.path.join(ROOT, 'configs', 'eval', 'tiny.py')
 
@@ -40,7 +40,7 @@ def trained(motion_data, tmp_path_factory):
     cfg = tiny_config(motion_data, **{'features.cache': True, 'optim.epochs': 25, 'optim.lr': [1e-2, 3e-3],
                                       'optim.weight_decay': [0.01], 'log_every': 100})
     workdir = tmp_path_factory.mktemp('probe_run')
-    return cfg, workdir, classification.run(cfg, str(workdir), log=lambda *_: None)
+    return cfg, workdir, probe_eval.run(cfg, str(workdir), log=lambda *_: None)
 
 
 def test_probe_learns_clearly_above_chance(trained):
@@ -63,7 +63,7 @@ def test_saved_probe_reloads_for_evaluation_only(trained):
     """The best head reloads from its orbax checkpoint and, run on clips decoded afresh (no
     cache), gives the validation figures the training run reported."""
     cfg, workdir, results = trained
-    again = classification.evaluate_checkpoint(cfg, str(workdir / 'probe'))
+    again = probe_eval.evaluate_checkpoint(cfg, str(workdir / 'probe'))
     assert again['count'] == 24
     assert again['top1'] == pytest.approx(results['splits']['validation']['top1'])
     assert again['top5'] == pytest.approx(results['splits']['validation']['top5'])
@@ -76,7 +76,7 @@ def test_probe_in_memory_trains_from_the_same_cache(trained, tmp_path):
     cfg = cfg.copy_and_resolve_references()
     cfg.features.update(in_memory=True, cache_dir=str(workdir / 'features'))
     lines = []
-    results = classification.run(cfg, str(tmp_path), log=lines.append)
+    results = probe_eval.run(cfg, str(tmp_path), log=lines.append)
     assert sum('reusing' in line for line in lines) == 2  # no second encoding pass
     val = results['splits']['validation']
     assert val['count'] == 24 and val['top1'] >= 50.0, results['grid']
@@ -100,7 +100,7 @@ def test_scan_of_steps_equals_single_steps():
 def small_grid(points, seed=0, steps=3):
     optim = load_config(TINY).optim
     spec = {'embed_dim': 16, 'num_heads': 2, 'depth': 1, 'style': 'vjepa1', 'heads': [['linear', 5]]}
-    return classification.GridProbe(spec, points, seed, optim, total_steps=steps, warmup_steps=0)
+    return probe_trainer.GridProbe(spec, points, seed, optim, total_steps=steps, warmup_steps=0)
 
 
 def test_grid_heads_equal_heads_trained_alone():
@@ -146,19 +146,19 @@ def test_view_averaging_by_hand():
 
 def test_schedules_and_topk_by_hand():
     optim = load_config(TINY).optim
-    lr, wd = classification.schedules(jnp.arange(10), 10, 0, 1e-2, 0.1, optim)
+    lr, wd = probe_trainer.schedules(jnp.arange(10), 10, 0, 1e-2, 0.1, optim)
     s = np.arange(1, 11)
     np.testing.assert_allclose(lr, 1e-2 * 0.5 * (1 + np.cos(np.pi * s / 10)), rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(wd, 1e-6 + (0.1 - 1e-6) * 0.5 * (1 + np.cos(np.pi * s / 10)), rtol=1e-5, atol=1e-9)
     probs = np.array([[[0.1, 0.5, 0.4], [0.6, 0.3, 0.1]]])  # (H=1, B=2, C=3)
-    assert classification.topk_correct(probs, np.array([2, 0]), 1).tolist() == [1]
-    assert classification.topk_correct(probs, np.array([2, 1]), 2).tolist() == [2]
+    assert probe_eval.topk_correct(probs, np.array([2, 0]), 1).tolist() == [1]
+    assert probe_eval.topk_correct(probs, np.array([2, 1]), 2).tolist() == [2]
 
 
 def test_feature_extraction_matches_the_training_path(motion_data, tmp_path):
     cfg = tiny_config(motion_data)
-    frozen, model_config = classification.load_frozen_encoder(cfg)
-    vcfg = classification.view_config(cfg)
+    frozen, model_config = probe_eval.load_frozen_encoder(cfg)
+    vcfg = probe_eval.view_config(cfg)
     source = TfdsSource('video_csv', str(motion_data / 'data'), 'validation')
     batch = next(iter(views.probe_dataset(source, vcfg, training=False, batch_size=4, seed=0)))
     from_pipeline = np.asarray(frozen(batch['clips']))
@@ -210,6 +210,6 @@ def test_eval_configs_load_with_their_encoder_configs(name):
     encoder = load_config(os.path.join(ROOT, cfg.encoder.config),
                           {f'model.{k}': v for k, v in cfg.encoder.model_overrides.items()})
     assert encoder.model.img_size == cfg.data.resolution
-    points = classification.grid_points(cfg.optim)
+    points = probe_trainer.grid_points(cfg.optim)
     assert len(points) == (20 if 'vjepa2' in name else 1)
     assert cfg.probe.style == ('vjepa2' if 'vjepa2' in name else 'vjepa1')

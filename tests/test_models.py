@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from helpers import compiled_call, config
-from vjepa_jax import train
+from vjepa_jax.models import factory
 from vjepa_jax.models import torch_names
 from vjepa_jax.models.predictor import Predictor
 from vjepa_jax.models.vit import (VIT_VARIANTS, apply_rope_3d, interpolate_table, rope_rotate, sincos_1d,
@@ -17,7 +17,7 @@ from vjepa_jax.models.vit import (VIT_VARIANTS, apply_rope_3d, interpolate_table
 
 def abstract_params(cfg):
     n_masks = len(cfg.mask.generators)
-    enc, pred = nnx.eval_shape(lambda: train.build_models(cfg.model, n_masks, nnx.Rngs(0)))
+    enc, pred = nnx.eval_shape(lambda: factory.build_models(cfg.model, n_masks, nnx.Rngs(0)))
     return nnx.to_pure_dict(nnx.state(enc)), nnx.to_pure_dict(nnx.state(pred))
 
 
@@ -45,8 +45,8 @@ def read_key_list(path, net):
 ])
 def test_variant_parameter_counts(name, encoder_params, predictor_params):
     enc, pred = abstract_params(config(name))
-    assert train.count_params(enc) == encoder_params  # without the fixed position table
-    assert train.count_params(pred) == predictor_params  # ViT-H: only predictor_embed/proj widen
+    assert factory.count_params(enc) == encoder_params  # without the fixed position table
+    assert factory.count_params(pred) == predictor_params  # ViT-H: only predictor_embed/proj widen
 
 
 def test_all_variants_shapes():

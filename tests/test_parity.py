@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from helpers import assert_matches_fixture, fixture_io, fixture_params, jepa_outputs, micro_models
-from vjepa_jax import jepa, optim, train
+from vjepa_jax import jepa, optim, train_state
 from vjepa_jax.config import base_config
 from vjepa_jax.models import torch_names
 
@@ -41,7 +41,7 @@ def test_forward_outputs_match(loaded):
 def test_loss_and_gradients_match(loaded):
     _, _, params, target = loaded
     io, clips, masks = fixture_io()
-    trainer = train.make_trainer(micro_config())
+    trainer = train_state.make_trainer(micro_config())
     (loss, per_mask), grads = jax.jit(trainer.loss_and_grads)(params, target, clips, masks)
     np.testing.assert_allclose(loss, io['loss'], atol=TOL)
     assert per_mask.shape == (2,)

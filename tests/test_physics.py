@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from vjepa_jax.data import decode, physics
+from vjepa_jax.data import decode
+from vjepa_jax.worlds import physics
 
 CFG = physics.WorldConfig()
 
@@ -209,9 +210,9 @@ def test_pairs_list_errors_name_the_line(tmp_path):
 
 
 def test_fact_cues_read_gravity_from_acceleration_not_position():
-    """tools/fact_cues: the median acceleration gives gravity's direction; the mean position
+    """worlds/fact_cues: the median acceleration gives gravity's direction; the mean position
     only hints at it (the demo's world: 100.0 against 50.6)."""
-    from vjepa_jax.tools import fact_cues
+    from vjepa_jax.worlds import fact_cues
     cfg = physics.WorldConfig()
     (xt, yt), (xv, yv) = (fact_cues.split_table(cfg, fact_cues.simulate_split(cfg, 0, s, n))
                           for s, n in ((0, 60), (1, 40)))
@@ -222,9 +223,9 @@ def test_fact_cues_read_gravity_from_acceleration_not_position():
 
 
 def test_extrapolation_error_counts_what_gravity_explains():
-    """tools/fact_cues.extrapolation_error: with no gravity ballistic and constant-velocity
+    """worlds/fact_cues.extrapolation_error: with no gravity ballistic and constant-velocity
     extrapolation agree; with it, knowing gravity helps, but bounces leave most of the error."""
-    from vjepa_jax.tools import fact_cues
+    from vjepa_jax.worlds import fact_cues
     cfg = physics.WorldConfig()
     err = fact_cues.extrapolation_error(cfg, fact_cues.simulate_split(cfg, 0, 0, 12), 6, range(8, 15, 2))
     assert 0 < err['ballistic'] < err['constant_velocity'] < err['displacement'], err

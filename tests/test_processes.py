@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, config
-from vjepa_jax import checkpoint, sharding, train
+from vjepa_jax import checkpoint, masks, sharding, train_state
+from vjepa_jax.data.stream import DataStream
 from vjepa_jax.metrics import read_jsonl
 
 TIMEOUT = 300
@@ -46,7 +47,7 @@ def losses(workdir):
 
 
 def restore(workdir, cfg, step, mesh):
-    _, abstract = train.state_layout(train.make_trainer(cfg), cfg, mesh)
+    _, abstract = train_state.state_layout(train_state.make_trainer(cfg), cfg, mesh)
     return checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints')).restore(step, abstract)[0]
 
 
@@ -129,20 +130,20 @@ def test_two_processes_train_together_like_one(two_processes):
     assert sorted(got) == list(range(steps))
     # one process, 4 devices, the same global batch: host 0's rows then host 1's rows
     cfg = config('tiny', **over)
-    trainer = train.make_trainer(cfg)
-    sampler = train.make_sampler(cfg, trainer.grid)
+    trainer = train_state.make_trainer(cfg)
+    sampler = masks.make_sampler(cfg, trainer.grid)
     mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:4])
-    init, abstract = train.state_layout(trainer, cfg, mesh)
-    state = jax.jit(init, out_shardings=train.shardings_of(abstract))()
-    abstract_batch = train.batch_specs(cfg, sampler, mesh)
-    step_fn, _ = train.compile_step(trainer, abstract, abstract_batch, mesh)
-    hosts = [train.DataStream(cfg, sampler, shard_index=h, shard_count=2) for h in range(2)]
+    init, abstract = train_state.state_layout(trainer, cfg, mesh)
+    state = jax.jit(init, out_shardings=train_state.shardings_of(abstract))()
+    abstract_batch = train_state.batch_specs(cfg, sampler, mesh)
+    step_fn, _ = train_state.compile_step(trainer, abstract, abstract_batch, mesh)
+    hosts = [DataStream(cfg, sampler, shard_index=h, shard_count=2) for h in range(2)]
     for step in range(steps):
         parts = [next(h) for h in hosts]
         clips = np.concatenate([p[0] for p in parts])
         mask_list = [tuple(np.concatenate([p[1][m][i] for p in parts]) for i in range(2)) for m in range(2)]
         state, out = step_fn(state, jax.device_put(clips, abstract_batch[0].sharding),
-                             jax.device_put(mask_list, train.shardings_of(abstract_batch[1])))
+                             jax.device_put(mask_list, train_state.shardings_of(abstract_batch[1])))
         np.testing.assert_allclose(got[step], float(out['loss']), rtol=1e-6)
     final = restore(tmp_path, cfg, steps, mesh)
     for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(state)):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import config
-from vjepa_jax import checkpoint, sharding, train
+from vjepa_jax import checkpoint, masks, sharding, train, train_state
+from vjepa_jax.data.stream import DataStream
 from vjepa_jax.config import UsageError
 
 
@@ -20,9 +21,9 @@ def mesh_cfg(data, fsdp, tensor):
 @pytest.fixture(scope='module')
 def tiny():
     cfg = config('tiny')
-    trainer = train.make_trainer(cfg)
-    sampler = train.make_sampler(cfg, trainer.grid)
-    stream = train.DataStream(cfg, sampler)
+    trainer = train_state.make_trainer(cfg)
+    sampler = masks.make_sampler(cfg, trainer.grid)
+    stream = DataStream(cfg, sampler)
     batches = [next(stream) for _ in range(2)]
     return cfg, trainer, sampler, batches
 
@@ -30,14 +31,14 @@ def tiny():
 def run_steps(tiny, mesh):
     """Two train steps of the tiny config on `mesh` -> (losses, final state, compile stats)."""
     cfg, trainer, sampler, batches = tiny
-    init, abstract = train.state_layout(trainer, cfg, mesh)
-    state = jax.jit(init, out_shardings=train.shardings_of(abstract))()
-    abstract_batch = train.batch_specs(cfg, sampler, mesh)
-    step_fn, stats = train.compile_step(trainer, abstract, abstract_batch, mesh)
+    init, abstract = train_state.state_layout(trainer, cfg, mesh)
+    state = jax.jit(init, out_shardings=train_state.shardings_of(abstract))()
+    abstract_batch = train_state.batch_specs(cfg, sampler, mesh)
+    step_fn, stats = train_state.compile_step(trainer, abstract, abstract_batch, mesh)
     losses = []
     for clips, mask_list in batches:
         clips = jax.device_put(clips, abstract_batch[0].sharding)
-        mask_list = jax.device_put(mask_list, train.shardings_of(abstract_batch[1]))
+        mask_list = jax.device_put(mask_list, train_state.shardings_of(abstract_batch[1]))
         state, out = step_fn(state, clips, mask_list)
         losses.append(float(out['loss']))
     return losses, state, stats
@@ -85,9 +86,9 @@ def test_bad_mesh_and_batch_stop_with_one_line_errors(tmp_path):
 
 def test_logical_axes_cover_the_big_matrices():
     cfg = config('tiny')
-    trainer = train.make_trainer(cfg)
+    trainer = train_state.make_trainer(cfg)
     mesh = sharding.make_mesh(mesh_cfg(1, 4, 2))
-    _, abstract = train.state_layout(trainer, cfg, mesh)
+    _, abstract = train_state.state_layout(trainer, cfg, mesh)
     specs = {jax.tree_util.keystr(p): x.sharding.spec
              for p, x in jax.tree_util.tree_leaves_with_path(abstract['params'])}
     P = jax.sharding.PartitionSpec
@@ -113,7 +114,7 @@ def losses_of(workdir):
 
 def restore_on_data_mesh(workdir, step):
     cfg = config('tiny')
-    _, abstract = train.state_layout(train.make_trainer(cfg), cfg, sharding.make_mesh(cfg.mesh))
+    _, abstract = train_state.state_layout(train_state.make_trainer(cfg), cfg, sharding.make_mesh(cfg.mesh))
     return checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints')).restore(step, abstract)[0]
 
 
@@ -157,8 +158,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     last = ckpt.latest_step()
     assert f'last good checkpoint is step {last}' in str(e.value)
     assert last is not None and 0 < last <= bad_step
-    trainer = train.make_trainer(cfg)
-    _, abstract = train.state_layout(trainer, cfg, sharding.make_mesh(cfg.mesh))
+    trainer = train_state.make_trainer(cfg)
+    _, abstract = train_state.state_layout(trainer, cfg, sharding.make_mesh(cfg.mesh))
     state, _ = ckpt.restore(last, abstract)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, config
-from vjepa_jax import jepa, masks, train
+from vjepa_jax import jepa, masks, train_state
 from vjepa_jax.data import synthetic
 
 
 @pytest.fixture(scope='module')
 def tiny():
     cfg = config('tiny')
-    trainer = train.make_trainer(cfg)
-    sampler = masks.MultiBlockMaskSampler(trainer.grid, train.mask_specs(cfg.mask), seed=0)
+    trainer = train_state.make_trainer(cfg)
+    sampler = masks.MultiBlockMaskSampler(trainer.grid, masks.mask_specs(cfg.mask), seed=0)
     state = jax.jit(lambda: trainer.init(0, cfg.model, len(cfg.mask.generators)))()
     return cfg, trainer, sampler, state
 
@@ -114,11 +114,11 @@ def test_tiny_training_loss_goes_down(tiny_reference):
 def test_bf16_scan_remat_step_runs():
     cfg = config('tiny')
     cfg.model.update(dtype='bfloat16', scan_layers=True, remat_policy='full', pos_embed='rope')
-    trainer = train.make_trainer(cfg)
+    trainer = train_state.make_trainer(cfg)
     state = trainer.init(0, cfg.model, 2)
     assert state['params']['encoder']['blocks']['attn']['qkv']['kernel'].shape == (2, 96, 288)
     assert state['params']['encoder']['blocks']['attn']['qkv']['kernel'].dtype == jnp.float32
-    sampler = masks.MultiBlockMaskSampler(trainer.grid, train.mask_specs(cfg.mask), seed=0)
+    sampler = masks.MultiBlockMaskSampler(trainer.grid, masks.mask_specs(cfg.mask), seed=0)
     clips, mask_list = batch(cfg, sampler, 0)
     state, out = jax.jit(trainer.train_step)(state, clips, mask_list)
     assert np.isfinite(float(out['loss']))
@@ -153,7 +153,7 @@ def test_main_rejects_unknown_key_in_one_line(tmp_path):
 @pytest.mark.parametrize('name', sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs', 'pretrain'))))
 def test_every_config_builds(name):
     cfg = config(name)
-    trainer = train.make_trainer(cfg)
+    trainer = train_state.make_trainer(cfg)
     assert len(trainer.grid) == 3
     assert cfg.optim.lr > 0 and cfg.model.variant
 

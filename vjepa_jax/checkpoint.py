@@ -53,7 +53,7 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_iterator: Any, meta: dict, force: bool = False) -> bool:
         """Start saving (returns at once when async). data_iterator: anything with
-        get_state() -> bytes / set_state(bytes) (train.DataStream) or a grain iterator."""
+        get_state() -> bytes / set_state(bytes) (data.stream.DataStream) or a grain iterator."""
         return self.manager.save(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state), DATA: grain.checkpoint.CheckpointSave(data_iterator),
             META: ocp.args.JsonSave(meta)}), force=force)

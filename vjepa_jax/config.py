@@ -1,133 +1,59 @@
-"""The default configuration (V-JEPA 1 ViT-L/16, configs/pretrain/vitl16.yaml) and loading.
+"""Config files and the command line every tool shares.
 
-Every number here is the original's; config files in configs/ start from base_config()
-and change only what differs. Fields that are off by default use 0 / '' (never None),
-so every field can be set from the command line: --config.optim.lr=3e-4.
+Configs are Python files with get_config(arg=None) returning an ml_collections.ConfigDict
+(the recipes they start from are in recipes.py). A config path is taken as given when it
+exists (absolute, or from the working directory), else from the repository root, so
+`--config=configs/pretrain/tiny.py` works from any directory.
+
+Every tool is `python -m vjepa_jax.<tool>` with absl flags and ml_collections' config flag:
+
+    --config=FILE[:arg]      the config (arg is passed to get_config)
+    --config.a.b=VALUE       any field; tuples as --config.a.b='(1,2)'; the config is locked,
+                             so an unknown key or a value of the wrong type is a one-line error
+    --helpconfig             print the resolved config and exit
+    --workdir=DIR            where the tool writes (metrics.jsonl, checkpoints, results)
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import ml_collections
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 class UsageError(ValueError):
-    """A wrong setting or input the user can fix; the entry point prints it as one line."""
+    """A wrong setting or input the user can fix; the entry points print it as one line."""
 
 
-def mask_generator(num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal_scale=(1.0, 1.0),
-                   max_temporal_keep=1.0):
-    return ml_collections.ConfigDict(dict(
-        num_blocks=num_blocks, spatial_scale=(spatial_scale, spatial_scale), aspect_ratio=aspect_ratio,
-        temporal_scale=temporal_scale, max_temporal_keep=max_temporal_keep,
-        num_context=0, num_target=0))  # 0: the keep_quantile quantile (masks.py)
-
-
-def base_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 234
-    c.model = ml_collections.ConfigDict(dict(
-        variant='large', img_size=224, num_frames=16, patch_size=16, tubelet_size=2, in_chans=3,
-        pos_embed='sincos',       # 'sincos' (V-JEPA 1) | 'rope' (V-JEPA 2)
-        rope_form='tiled',        # 'tiled' (released V-JEPA 2 weights) | 'interleaved' (correct RoPE)
-        uniform_power=True, rescale_init=False,  # rescale_init: V-JEPA 2 keeps the 1/sqrt(2 l) rescale
-        pred_depth=12, pred_embed_dim=384, pred_num_heads=0,  # 0: the encoder's head count
-        zero_init_mask_tokens=True,
-        num_mask_tokens=0,        # 0: one per mask generator (released V-JEPA 2 predictors have 10)
-        scan_layers=False,        # lax.scan over stacked blocks (compile time flat in depth)
-        remat_policy='none',      # 'none' | 'full' | 'dots' | 'dots_no_batch'
-        attention_query_chunk=0,  # >0: attention over query blocks of this size (score memory / (N / size))
-        dtype='bfloat16',         # compute dtype; params and optimiser stay float32
-    ))
-    c.mask = ml_collections.ConfigDict(dict(
-        keep_quantile=0.05,
-        generators=ml_collections.ConfigDict(dict(  # one learned mask token per generator
-            short=mask_generator(8, 0.15), long=mask_generator(2, 0.7))),
-    ))
-    c.loss = ml_collections.ConfigDict(dict(loss_exp=1.0, var_weight=0.0, cov_weight=0.0))  # weights: jepa.jepa_loss
-    c.optim = ml_collections.ConfigDict(dict(
-        ipe=300, epochs=300, ipe_scale=1.25, warmup=40,
-        lr_schedule='warmup_cosine', anneal=0,  # anneal: epochs of linear decay ('wsd' only)
-        start_lr=2e-4, lr=6.25e-4, final_lr=1e-6,
-        weight_decay=0.04, final_weight_decay=0.4,
-        ema=(0.998, 1.0), clip_grad=10.0, betas=(0.9, 0.999), eps=1e-8,
-    ))
-    c.data = ml_collections.ConfigDict(dict(
-        datasets='',              # TFDS names, comma-separated ('kinetics/k400,ssv2'); '' = generated clips
-        weights='',               # mixture weights, comma-separated ('0.7,0.3'); '' = one dataset
-        data_dir='',              # where python -m vjepa_jax.data.build wrote them
-        split='train',
-        global_batch_size=3072,   # 24 per GPU x 128 A100
-        frame_step=4,             # 16 frames x step 4 = a 64-frame span
-        target_fps=0.0,           # V-JEPA 2: 4.0 (step = ceil(fps) // 4); 0 = frame_step
-        crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.35), flip=True,
-        num_workers=0,            # grain worker processes (0: decode in the main process)
-        decoded_cache_mb=0,       # > 0: decode each video once and keep it, up to this many MB per source
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=0,              # 0: epochs * ipe
-        log_every=10,             # metrics, progress line and finite-loss check every N steps
-        tensorboard=True,         # event files in WORKDIR/tensorboard besides metrics.jsonl
-    ))
-    c.mesh = ml_collections.ConfigDict(dict(  # sharding.py; -1 takes the remaining devices
-        data=-1, fsdp=1, tensor=1,
-    ))
-    c.checkpoint = ml_collections.ConfigDict(dict(  # orbax, WORKDIR/checkpoints; resumes from the latest
-        every_steps=1000, keep_last=3,
-        keep_every=0,             # also keep every N-th step for good (0: off)
-        async_save=True,
-    ))
-    return c
-
-
-def eval_config() -> ml_collections.ConfigDict:
-    """Frozen-feature classification (vjepa_jax.evals.classification): the originals' recipe."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.log_every = 20
-    c.encoder = ml_collections.ConfigDict(dict(
-        config='configs/pretrain/vitl16.py',  # the encoder's pretraining config (its model block)
-        model_overrides=ml_collections.ConfigDict(),  # e.g. {'img_size': 256}
-        workdir='',               # a training or converted workdir (its latest checkpoint)
-        which='target_encoder',   # 'target_encoder' (EMA; the originals evaluate it) | 'encoder'
-        random_init=False,        # no workdir: a randomly initialised encoder (a baseline)
-    ))
-    c.data = ml_collections.ConfigDict(dict(
-        dataset='kinetics/k400', data_dir='', train_split='train', val_split='validation',
-        num_classes=400, label_key='label',  # label_key: the record field to predict
-        frames_per_clip=16, frame_step=4,
-        num_segments=8, num_views=3,  # K400 16x8x3; SSv2 16x2x3; images 1x1
-        resolution=224, num_workers=0,
-        crop_scale=(0.3, 1.0), flip=True,  # training views: random resized crop scale, horizontal flip
-    ))
-    c.probe = ml_collections.ConfigDict(dict(style='vjepa1', depth=1, num_heads=16))
-    c.optim = ml_collections.ConfigDict(dict(
-        epochs=20, batch_size=256,
-        lr=[1e-3], weight_decay=[0.01],  # lists: every lr x wd pair trains its own probe head
-        start_lr=0.0,             # 0: = lr (no warmup ramp)
-        final_lr=0.0, final_weight_decay=1e-6, warmup=0.0,
-        clip_grad=1.0, decay_all=False,  # decay_all: V-JEPA 2 also decays biases and norms
-    ))
-    c.features = ml_collections.ConfigDict(dict(
-        cache=False,              # True: encode once, train from disk
-        in_memory=False,          # with cache: load it into memory, one jitted call per epoch (small data)
-        cache_dir='',             # '' = WORKDIR/features; a folder shared by probes of other labels of the same
-    ))                            # dataset, views and encoder (reused when its key.json matches)
-    return c
+def repo_path(path: str) -> str:
+    """`path` as given when it exists (absolute or from the working directory), else from the
+    repository root (configs/..., tests/...). A ':arg' suffix is kept."""
+    file, colon, arg = path.partition(':')
+    if file and not os.path.exists(file) and not os.path.isabs(file) and '://' not in path:
+        candidate = os.path.join(REPO_ROOT, file)
+        if os.path.exists(candidate):
+            file = candidate
+    return file + colon + arg
 
 
 def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
-    """Load `path[:arg]` (a file with get_config(arg=None)) and apply {dotted.key: value}.
-    An unknown key raises a one-line KeyError naming it."""
-    path, _, arg = path.partition(':')
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'config file {path} not found: pass --config=configs/pretrain/<name>.py')
-    spec = importlib.util.spec_from_file_location('vjepa_config', path)
+    """Load `FILE[:arg]` (resolved by repo_path) and set {dotted.key: value}. A missing file,
+    a file without get_config or an unknown key raises a one-line UsageError."""
+    file, _, arg = repo_path(path).partition(':')
+    if not os.path.exists(file):
+        raise UsageError(f'config file {file} not found: pass --config=configs/pretrain/<name>.py (from the '
+                         f'repository root or any directory) or an absolute path')
+    spec = importlib.util.spec_from_file_location('vjepa_config', file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise UsageError(f'config file {file} line {e.lineno}: {e.msg}') from None
     if not hasattr(module, 'get_config'):
-        raise AttributeError(f'config file {path} has no get_config(): define one returning a ConfigDict')
+        raise UsageError(f'config file {file} has no get_config(): define one returning a ConfigDict')
     config = module.get_config(arg) if arg else module.get_config()
     for key, value in (overrides or {}).items():
         set_field(config, key, value)
@@ -135,11 +61,12 @@ def load_config(path: str, overrides: dict | None = None) -> ml_collections.Conf
 
 
 def get_field(config: ml_collections.ConfigDict, key: str):
-    """config[a.b.c]; a key the config does not have raises a one-line KeyError naming it."""
+    """config[a.b.c]; a key the config does not have raises a one-line UsageError naming it."""
     node, parts = config, key.split('.')
     for i, name in enumerate(parts):
         if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-            raise KeyError(f'unknown config key {".".join(parts[:i + 1])!r} (in {key!r}): check the spelling')
+            raise UsageError(f'unknown config key {".".join(parts[:i + 1])!r} (in {key!r}): check the spelling '
+                             f'(--helpconfig lists the fields)')
         node = node[name]
     return node
 
@@ -152,68 +79,80 @@ def set_field(config: ml_collections.ConfigDict, key: str, value) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Command-line overrides: --config.a.b=value
+# The command line
 # ----------------------------------------------------------------------------------------
-def split_config_overrides(argv: list) -> tuple:
-    """Separate '--config.a.b=v' arguments -> ({'a.b': 'v'}, the other arguments)."""
-    overrides, rest = {}, []
-    for arg in argv:
-        if arg.startswith('--config.'):
-            key, eq, value = arg[len('--config.'):].partition('=')
-            if not eq:
-                raise ValueError(f'{arg}: write --config.{key}=VALUE')
-            overrides[key] = value
-        else:
-            rest.append(arg)
-    return overrides, rest
+def define_config_flag(default: str | None = None, help_string: str = 'config file FILE[:arg]'):
+    """--config=FILE[:arg] with --config.a.b=VALUE overrides (a locked config)."""
+    from ml_collections import config_flags
+    return config_flags.DEFINE_config_file('config', repo_path(default) if default else None, help_string,
+                                           lock_config=True)
 
 
-def run_with_overrides(main, argv: list) -> None:
-    """absl's app.run(main(overrides)) with the '--config.a.b=v' arguments taken out of argv
-    first (absl would refuse them); a malformed one is a one-line error."""
-    from absl import app
+def define_workdir_flag(default: str | None = None, help_string: str = 'where the outputs go'):
+    from absl import flags
+    return flags.DEFINE_string('workdir', default, help_string)
+
+
+def _resolve_config_argv(argv: list) -> list:
+    """--config=FILE[:arg] resolved with repo_path (config_flags reads it from the cwd)."""
+    out = []
+    for a in argv:
+        if a.startswith('--config=') and not a.startswith('--config=-'):
+            a = '--config=' + repo_path(a[len('--config='):])
+        out.append(a)
+    return out
+
+
+def _parse_flags(argv: list) -> list:
+    """absl parsing with every mistake as one line: unknown flags, unknown config keys, values
+    of the wrong type, a missing or broken config file."""
+    from absl import flags
+    for a in argv:
+        if a.startswith('--config='):
+            file = a[len('--config='):].partition(':')[0]
+            if not os.path.exists(file):
+                sys.exit(f'error: config file {file} not found: pass --config=configs/<...>.py (from the repository '
+                         f'root or any directory) or an absolute path')
     try:
-        overrides, rest = split_config_overrides(argv)
-    except ValueError as e:
-        raise SystemExit(f'error: {e}')
-    app.run(lambda _: main(overrides), argv=rest)
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f'error: {e}')
+    except AttributeError as e:  # config_flags on a key the locked config does not have
+        bad = next((a.split('=')[0][len('--config.'):] for a in argv if a.startswith('--config.') and _missing(a)), str(e))
+        sys.exit(f'error: unknown config key {bad!r}: check the spelling (--helpconfig lists the fields)')
+    except Exception as e:  # noqa: BLE001  (the config file itself failed: syntax, a name error, ...)
+        where = f' line {e.lineno}' if isinstance(e, SyntaxError) else ''
+        file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), 'the config')
+        sys.exit(f'error: {file}{where}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}')
 
 
-def parse_value(text: str, current):
-    """Parse a command-line string to the type of the current field."""
-    import ast
-    if isinstance(current, bool):
-        if text.lower() not in ('true', 'false', '1', '0'):
-            raise ValueError(f'expected true/false, got {text!r}')
-        return text.lower() in ('true', '1')
-    if isinstance(current, str):
-        return text
-    value = ast.literal_eval(text)
-    if isinstance(current, float) and isinstance(value, int):
-        value = float(value)
-    if isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
-    if isinstance(current, list) and not isinstance(value, (list, tuple)):
-        value = [value]  # --config.optim.lr=1e-3 for a list field
-    if isinstance(current, list):
-        value = [float(v) if isinstance(v, int) and current and isinstance(current[0], float) else v for v in value]
-    return value
-
-
-def load_with_overrides(config_path: str, overrides: dict) -> ml_collections.ConfigDict:
-    """load_config plus {dotted key: command-line text}; every mistake is a one-line UsageError."""
+def _missing(arg: str) -> bool:
+    from absl import flags
+    config = flags.FLAGS['config'].value
+    key = arg[len('--config.'):].split('=')[0]
     try:
-        config = load_config(config_path)
-    except (FileNotFoundError, AttributeError) as e:
-        raise UsageError(str(e)) from None
-    for key, text in overrides.items():
+        get_field(config, key)
+        return False
+    except UsageError:
+        return True
+
+
+def run(main) -> None:
+    """absl's app.run(main) for a tool: config paths resolved, one-line errors for bad flags,
+    and UsageError / FileNotFoundError / FileExistsError raised by `main` printed as
+    `error: ...` (exit status 1). --helpconfig prints the config and exits."""
+    from absl import app, flags, logging
+    if 'helpconfig' not in flags.FLAGS:
+        flags.DEFINE_bool('helpconfig', False, 'print the config (every field) and exit')
+
+    def wrapped(argv):
+        if not any(a.startswith(('--verbosity', '-v=')) for a in sys.argv):
+            logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows them
+        if flags.FLAGS.helpconfig:
+            print(flags.FLAGS.config)
+            return 0
         try:
-            current = get_field(config, key)
-        except KeyError as e:
-            raise UsageError(f'{e.args[0]} (--helpconfig lists the fields)') from None
-        try:
-            set_field(config, key, parse_value(text, current))
-        except (ValueError, SyntaxError, TypeError) as e:
-            raise UsageError(f'--config.{key}={text}: not a valid {type(current).__name__} '
-                             f'(current value {current!r}; {type(e).__name__})') from None
-    return config
+            return main(argv)
+        except (UsageError, FileNotFoundError, FileExistsError) as e:
+            sys.exit(f'error: {e}')
+    app.run(wrapped, argv=_resolve_config_argv(sys.argv), flags_parser=_parse_flags)

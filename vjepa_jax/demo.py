@@ -3,8 +3,8 @@
     python -m vjepa_jax.demo --workdir=workdir/demo [--config=configs/demo.py] [--seed=0]
         [--config.optim.lr=1e-3 ...]   (any config field; an unknown key is a one-line error)
 
-1. world     data/physics.write_world: videos with latent facts + violation pairs, built into
-             the physics_world TFDS dataset (kept and reused when it exists)
+1. world     worlds/physics_tfds.build_world: videos with latent facts + violation pairs, built
+             into the physics_world TFDS dataset (kept and reused when it exists)
 2. pretrain  train.train on that dataset (resumes; skipped when finished)
 3. probes    one attentive probe per latent fact (physics.FACTS) on the frozen pretrained
              encoder AND on a randomly initialised one (the same init the training started from)
@@ -14,49 +14,41 @@
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import numpy as np
+from absl import flags
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'demo.py')
+from vjepa_jax import config as config_lib
+from vjepa_jax.config import UsageError
+
+DEFAULT_CONFIG = 'configs/demo.py'  # from the repository root (config.repo_path)
 MODELS = ('pretrained', 'random')
+
+FLAGS = flags.FLAGS
+if __name__ == '__main__':
+    _CONFIG = config_lib.define_config_flag(DEFAULT_CONFIG, 'the demo config FILE[:arg] (default configs/demo.py)')
+    config_lib.define_workdir_flag('workdir/demo', 'where the world, runs, PNGs and report.md go')
+    flags.DEFINE_integer('seed', 0, 'the world and model seed')
 
 
 def world_config(config):
-    from vjepa_jax.data import physics
+    from vjepa_jax.worlds import physics
     w = config.demo.world
     return physics.WorldConfig(size=w.size, num_frames=w.num_frames)
 
 
 def make_world(config, workdir: str, log=print) -> str:
-    """Write the world and build its TFDS dataset; -> the pairs list of the violation pairs."""
-    import tensorflow_datasets as tfds
-
-    from vjepa_jax.data import builders, physics
+    """Write the world and build its TFDS dataset (data.data_dir); -> the violation pairs list."""
+    from vjepa_jax.worlds import physics_tfds
     w = config.demo.world
-    folder = os.path.join(workdir, 'world')
-    physics.write_world(folder, world_config(config), {'train': w.train, 'validation': w.validation},
-                        w.pairs_per_kind, seed=w.seed, log=log)
-    data_dir = os.path.join(folder, 'tfds')
-    stamp = os.path.join(data_dir, 'world.json')
-    current = open(os.path.join(folder, 'world.json')).read()
-    if not (os.path.exists(stamp) and open(stamp).read() == current):  # (re)build for this world
-        import shutil
-        shutil.rmtree(data_dir, ignore_errors=True)
-        builder = builders.PhysicsWorld(data_dir=data_dir)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=folder))
-        if builder.skipped:
-            raise RuntimeError(f'physics world: {len(builder.skipped)} videos unreadable: {builder.skipped[:3]}')
-        with open(stamp, 'w') as f:
-            f.write(current)
-        log(f'physics world: TFDS dataset physics_world in {data_dir} ({builder.written})')
-    config.data.data_dir = data_dir
-    return os.path.join(folder, 'voe', 'pairs.csv')
+    pairs, config.data.data_dir = physics_tfds.build_world(
+        os.path.join(workdir, 'world'), world_config(config), {'train': w.train, 'validation': w.validation},
+        w.pairs_per_kind, seed=w.seed, log=log)
+    return pairs
 
 
 def pretrain(config, workdir: str, log=print) -> str:
@@ -86,7 +78,7 @@ def models(config, pretrain_dir: str) -> dict:
 def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str, workdir: str):
     """Probe recipe for one fact: 2 segments x 8 frames (step 2) cover the 32-frame video; no
     flip (left/right gravity is a label); crops keep >= 80 % of the frame (object counts)."""
-    from vjepa_jax.config import eval_config
+    from vjepa_jax.recipes import eval_config
     c = eval_config()
     c.seed = config.seed
     c.log_every = 1000
@@ -96,8 +88,8 @@ def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str, 
                   num_views=1, resolution=config.model.img_size, crop_scale=(0.8, 1.0), flip=False)
     c.probe.update(style='vjepa1', depth=1, num_heads=3)
     d = config.demo
-    c.optim.update(epochs=d.probe_epochs, batch_size=d.probe_batch_size, lr=list(d.probe_lr),
-                   weight_decay=list(d.probe_weight_decay))
+    c.optim.update(epochs=d.probe_epochs, batch_size=d.probe_batch_size, lr=tuple(d.probe_lr),
+                   weight_decay=tuple(d.probe_weight_decay))
     c.features.update(cache=True, in_memory=True,  # encoded once, shared by the facts; trained from memory
                       cache_dir=os.path.join(workdir, 'probes', name, 'features'))
     return c
@@ -105,9 +97,8 @@ def probe_config(config, fact: str, classes: int, name: str, pretrain_dir: str, 
 
 def run_probes(config, workdir: str, networks: dict, pretrain_dir: str, log=print) -> dict:
     """{model: {fact: validation top-1 (%)}} (probe outputs in WORKDIR/probes/<model>/<fact>)."""
-    from vjepa_jax.data.physics import FACTS
-    from vjepa_jax.config import UsageError
-    from vjepa_jax.evals import classification, features
+    from vjepa_jax.worlds.physics import FACTS
+    from vjepa_jax.evals import features, probe_eval
     unknown = sorted(set(config.demo.facts) - set(FACTS))
     if unknown:
         raise UsageError(f'demo.facts {unknown}: choose among {list(FACTS)}')
@@ -118,7 +109,7 @@ def run_probes(config, workdir: str, networks: dict, pretrain_dir: str, log=prin
         for fact in config.demo.facts:
             classes = FACTS[fact]
             t0 = time.time()
-            result = classification.run(probe_config(config, fact, classes, name, pretrain_dir, workdir),
+            result = probe_eval.run(probe_config(config, fact, classes, name, pretrain_dir, workdir),
                                         os.path.join(workdir, 'probes', name, fact), log=lambda *_: None,
                                         frozen=frozen)
             out[name][fact] = result['splits']['validation']['top1']
@@ -144,11 +135,12 @@ def feature_ranks(workdir: str) -> dict:
 
 def run_physics(config, workdir: str, networks: dict, pairs: str, log=print) -> dict:
     """{model: intuitive_physics summary} (outputs in WORKDIR/physics/<model>)."""
+    from vjepa_jax import masks
     from vjepa_jax.evals import intuitive_physics as ip
     m, d = config.model, config.demo
     cfg = ip.SurpriseConfig(window=m.num_frames, context=m.num_frames // 2, stride=d.voe_stride,
                             frame_step=config.data.frame_step, size=m.img_size, reduce=d.voe_reduce,
-                            mask_index=list(config.mask.generators).index(d.voe_mask_generator))
+                            mask_index=masks.generator_names(config.mask).index(d.voe_mask_generator))
     # all windows of a world video in one call, none padded (9, not 16 with 7 padded); the frame
     # count after frame_step as ip.load_frames takes it
     windows = len(ip.window_starts(len(range(0, d.world.num_frames, config.data.frame_step)), cfg))
@@ -173,14 +165,14 @@ def plot_masks(config, path: str) -> str:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from vjepa_jax import train
-    from vjepa_jax.data import physics
+    from vjepa_jax import masks
+    from vjepa_jax.worlds import physics
     m = config.model
     grid = (m.num_frames // m.tubelet_size, m.img_size // m.patch_size, m.img_size // m.patch_size)
-    sampler = train.make_sampler(config, grid)
+    sampler = masks.make_sampler(config, grid)
     frames = physics.sample_video(np.random.default_rng(config.seed), world_config(config))[0]
     step = config.data.frame_step * m.tubelet_size
-    names = list(config.mask.generators.keys())
+    names = masks.generator_names(config.mask)
     fig, axes = plt.subplots(len(names), grid[0], figsize=(2.0 * grid[0], 2.1 * len(names)), squeeze=False)
     for g, (ctx, tgt) in enumerate(sampler(0, 1)):
         state = np.full(int(np.prod(grid)), 2)  # 0 context, 1 target, 2 neither
@@ -211,7 +203,7 @@ def plot_probes(probes: dict, path: str) -> str:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from vjepa_jax.data.physics import FACTS
+    from vjepa_jax.worlds.physics import FACTS
     facts = list(probes[MODELS[0]])
     x = np.arange(len(facts))
     fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -258,7 +250,7 @@ def plot_pair(config, pairs: str, path: str, kind: str = 'vanish') -> str:
 
 
 def summary_table(probes: dict, physics_summary: dict, ranks: dict) -> str:
-    from vjepa_jax.data.physics import FACTS
+    from vjepa_jax.worlds.physics import FACTS
     lines = ['| measure | pretrained | random init | chance |', '| --- | --- | --- | --- |',
              f'| effective rank of the validation tokens | {ranks["pretrained"]:.1f} | {ranks["random"]:.1f} | - |']
     for fact in probes[MODELS[0]]:
@@ -343,28 +335,20 @@ def run(config, workdir: str, log=print) -> dict:
     return {'probes': probes, 'physics': physics_summary, 'effective_rank': ranks, 'report': report}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--workdir', default='workdir/demo')
-    ap.add_argument('--config', default=DEFAULT_CONFIG, help='FILE[:arg], default configs/demo.py')
-    ap.add_argument('--seed', type=int, default=0, help='world and model seed')
-    from vjepa_jax.config import UsageError, load_with_overrides, split_config_overrides
-    try:
-        overrides, rest = split_config_overrides(sys.argv[1:] if argv is None else argv)
-    except ValueError as e:
-        raise SystemExit(f'error: {e}')
-    args = ap.parse_args(rest)
+def main(argv):
+    if len(argv) > 1:
+        raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     import jax
-    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jax_cache'))  # fast reruns
+    jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(FLAGS.workdir), 'jax_cache'))
+    config = _CONFIG.value
+    config.seed = FLAGS.seed
+    config.demo.world.seed = FLAGS.seed
     try:
-        config = load_with_overrides(args.config, overrides)
-        config.seed = args.seed
-        config.demo.world.seed = args.seed
-        run(config, args.workdir)
-    except (UsageError, ValueError, KeyError, FileNotFoundError) as e:
+        run(config, FLAGS.workdir)
+    except (ValueError, KeyError) as e:
         raise SystemExit(f'error: {e}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    config_lib.run(main)

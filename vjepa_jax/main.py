@@ -1,15 +1,15 @@
-"""Entry point: python -m vjepa_jax.main --config=configs/pretrain/tiny.py --workdir=DIR
+"""Pretraining: python -m vjepa_jax.main --config=configs/pretrain/tiny.py --workdir=DIR
 [--config.optim.lr=3e-4 ...]. Any config field can be overridden; an unknown key stops
-with a one-line error naming it."""
+with a one-line error naming it. Joins multi-process runs (TPU pods, SLURM, MPI, explicit)."""
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import flags, logging
+from vjepa_jax import config as config_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('config', None, 'config file, e.g. configs/pretrain/vitl16.py (optionally FILE:arg)')
-flags.DEFINE_string('workdir', None, 'where metrics, TensorBoard files and checkpoints go (local or gs://)')
+_CONFIG = config_lib.define_config_flag(help_string='pretraining config, e.g. configs/pretrain/vitl16.py[:arg]')
+config_lib.define_workdir_flag(help_string='where metrics, TensorBoard files and checkpoints go (local or gs://)')
 flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
                   'jax.distributed.initialize: auto = when a cluster is detected (TPU pod, SLURM, MPI) or '
                   '--coordinator_address is given')
@@ -43,32 +43,18 @@ def init_distributed() -> None:
           f'{jax.device_count()} devices', flush=True)
 
 
-def main(overrides: dict):
-    if not any(a.startswith(('--verbosity', '-v=')) for a in sys.argv):
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows them
-    if not FLAGS.config or not FLAGS.workdir:
-        raise SystemExit('error: pass --config=configs/pretrain/<name>.py and --workdir=DIR')
-    from vjepa_jax.config import UsageError, load_with_overrides
-    try:
-        config = load_with_overrides(FLAGS.config, overrides)
-    except UsageError as e:
-        raise SystemExit(f'error: {e}')
-    if '--helpconfig' in sys.argv:
-        print(config)
-        return
+def main(argv):
+    if len(argv) > 1:
+        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
+    if _CONFIG.value is None or not FLAGS.workdir:
+        raise config_lib.UsageError('pass --config=configs/pretrain/<name>.py and --workdir=DIR')
     init_distributed()
     from vjepa_jax import train
     try:
-        train.train(config, FLAGS.workdir)
-    except (UsageError, FileNotFoundError, FloatingPointError) as e:
+        train.train(_CONFIG.value, FLAGS.workdir)
+    except FloatingPointError as e:
         raise SystemExit(f'error: {e}')
 
 
-def run():
-    from vjepa_jax.config import run_with_overrides
-    argv = [a for a in sys.argv if a != '--helpconfig'] + (['--workdir=-'] if '--helpconfig' in sys.argv else [])
-    run_with_overrides(main, argv)
-
-
 if __name__ == '__main__':
-    run()
+    config_lib.run(main)

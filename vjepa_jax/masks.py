@@ -130,3 +130,32 @@ class MultiBlockMaskSampler:
             out.append((np.stack([p[0] for p in pairs]).astype(np.int32),
                         np.stack([p[1] for p in pairs]).astype(np.int32)))
         return out
+
+
+# ----------------------------------------------------------------------------------------
+# From a config's `mask` block (generators by name, each with its `index`)
+# ----------------------------------------------------------------------------------------
+def generator_names(mask_cfg) -> list:
+    """The generators' names in index order: the original's list order, which is also the
+    predictor's mask token each one uses (a ConfigDict iterates its keys sorted by name)."""
+    names = sorted(mask_cfg.generators, key=lambda n: mask_cfg.generators[n].index)
+    indices = [mask_cfg.generators[n].index for n in names]
+    if indices != list(range(len(names))):
+        raise ValueError(f'mask.generators: the indices {dict(zip(names, indices))} must be 0..{len(names) - 1}, '
+                         f'each once (the original\'s order: short-range 0, long-range 1)')
+    return names
+
+
+def mask_specs(mask_cfg) -> list:
+    """BlockSpecs in generator index order."""
+    return [BlockSpec(num_blocks=g.num_blocks, spatial_scale=tuple(g.spatial_scale),
+                      temporal_scale=tuple(g.temporal_scale), aspect_ratio=tuple(g.aspect_ratio),
+                      max_temporal_keep=g.max_temporal_keep, num_context=g.num_context or None,
+                      num_target=g.num_target or None)
+            for g in (mask_cfg.generators[n] for n in generator_names(mask_cfg))]
+
+
+def make_sampler(config, grid) -> MultiBlockMaskSampler:
+    """The config's sampler (mask block, seed) for a (T', H', W') token grid."""
+    return MultiBlockMaskSampler(grid, mask_specs(config.mask), seed=config.seed,
+                                 keep_quantile=config.mask.keep_quantile)

@@ -59,8 +59,8 @@ def make_schedules(opt) -> Schedules:
         s = jnp.asarray(step, jnp.float32) + 1.0
         value = opt.final_weight_decay + (opt.weight_decay - opt.final_weight_decay) * 0.5 * (
             1.0 + jnp.cos(math.pi * s / t_max))
-        lo, hi = sorted((opt.weight_decay, opt.final_weight_decay))
-        return jnp.clip(value, lo, hi)
+        lo = jnp.minimum(opt.weight_decay, opt.final_weight_decay)  # (traced values too: the probe grid's)
+        return jnp.clip(value, lo, jnp.maximum(opt.weight_decay, opt.final_weight_decay))
 
     def momentum(step):
         s = jnp.asarray(step, jnp.float32)
@@ -71,13 +71,14 @@ def make_schedules(opt) -> Schedules:
     return Schedules(lr, wd, momentum, clip_start, int(opt.epochs * ipe))
 
 
-def decay_mask(params: Any) -> Any:
+def decay_mask(params: Any, decay_all: bool = False) -> Any:
     """True where AdamW decays: the original excludes any name containing 'bias' and every
     1-D tensor (LayerNorm scales). Mask tokens (1, 1, D) and kernels are decayed. Decided by
-    name so scanned (stacked) layers get the same answer as unstacked ones."""
+    name so scanned (stacked) layers get the same answer as unstacked ones. decay_all: decay
+    everything (V-JEPA 2's probes)."""
     def rule(path, _):
         names = [str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path]
-        return not (any('bias' in n for n in names) or names[-1] == 'scale')
+        return decay_all or not (any('bias' in n for n in names) or names[-1] == 'scale')
     return jax.tree_util.tree_map_with_path(rule, params)
 
 

@@ -80,7 +80,7 @@ def load_probe(directory: str):
 
 def encoder_config(model: dict):
     """A full config whose model block is `model` (as stored in meta.json)."""
-    from vjepa_jax.config import base_config
+    from vjepa_jax.recipes import base_config
     config = base_config()
     config.model.update(model)
     return config
@@ -88,8 +88,8 @@ def encoder_config(model: dict):
 
 def build_encoder(config, seed: int = 0):
     """The config's encoder, randomly initialised (the original's init) from seed."""
-    from vjepa_jax import train
-    return train.build_models(config.model, train.num_mask_tokens(config), nnx.Rngs(seed))[0]
+    from vjepa_jax.models import factory
+    return factory.build_models(config.model, factory.num_mask_tokens(config), nnx.Rngs(seed))[0]
 
 
 def load_ac(directory: str):
@@ -120,14 +120,14 @@ def encoder_for_evaluation(config, workdir: str = '', which: str = 'target_encod
 
 
 def _restore_state(workdir: str, config, step: int | None) -> dict:
-    from vjepa_jax import checkpoint, sharding, train
+    from vjepa_jax import checkpoint, sharding, train_state
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
     step = ckpt.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints: train or convert one first')
-    trainer = train.make_trainer(config)
+    trainer = train_state.make_trainer(config)
     one_device = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])  # evaluation: one device
-    _, abstract = train.state_layout(trainer, config, one_device)
+    _, abstract = train_state.state_layout(trainer, config, one_device)
     state = ckpt.restore(step, abstract)[0]
     ckpt.close()
     return state
@@ -143,19 +143,19 @@ def load_encoder(workdir: str, config, which: str = 'target_encoder', step: int 
 
 def build_jepa(config, seed: int = 0) -> tuple:
     """A randomly initialised (encoder, predictor, target_encoder); the target starts as the encoder."""
-    from vjepa_jax import train
-    encoder, predictor = train.build_models(config.model, train.num_mask_tokens(config), nnx.Rngs(seed))
+    from vjepa_jax.models import factory
+    encoder, predictor = factory.build_models(config.model, factory.num_mask_tokens(config), nnx.Rngs(seed))
     return encoder, predictor, nnx.clone(encoder)
 
 
 def load_jepa(workdir: str, config, step: int | None = None) -> tuple:
     """(encoder, predictor, target_encoder) of a training (or converted) workdir's checkpoint:
     the whole world model of the objective (context encoder + predictor, EMA targets)."""
-    from vjepa_jax import train
+    from vjepa_jax.models import factory
     state = _restore_state(workdir, config, step)
-    count = train.num_mask_tokens(config)
+    count = factory.num_mask_tokens(config)
     encoder = _materialise(lambda: build_encoder(config), workdir, params=state['params']['encoder'])
-    predictor = _materialise(lambda: train.build_models(config.model, count, nnx.Rngs(0))[1], workdir,
+    predictor = _materialise(lambda: factory.build_models(config.model, count, nnx.Rngs(0))[1], workdir,
                              params=state['params']['predictor'])
     target = _materialise(lambda: build_encoder(config), workdir, params=state['target_encoder'])
     return encoder, predictor, target

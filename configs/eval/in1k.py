@@ -2,7 +2,7 @@
 (configs/evals/vitl16_in1k.yaml). Build it with
 python -m vjepa_jax.data.build --builder=image_folder --config=imagenet1k --manual_dir=... --data_dir=...
 Places205 / iNat21: --config.data.dataset=image_folder/places205 --config.data.num_classes=205 (10000)."""
-from vjepa_jax.eval_recipes import recipe
+from vjepa_jax.recipes import recipe
 
 
 def get_config(encoder='vitl16'):

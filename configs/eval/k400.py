@@ -1,6 +1,6 @@
 """Kinetics-400, 16 frames x 8 segments x 3 views, frame step 4 (facebookresearch/jepa
 configs/evals/vitl16_k400_16x8x3.yaml). --config=configs/eval/k400.py:vjepa2_vitl16 for V-JEPA 2."""
-from vjepa_jax.eval_recipes import recipe
+from vjepa_jax.recipes import recipe
 
 
 def get_config(encoder='vitl16'):

@@ -3,7 +3,7 @@ x 2 views, a 2 x 2 lr x wd grid, batch 8, no flip (the synthetic motion set's cl
 left and right). Point it at a dataset with --config.data.dataset,
 --config.data.data_dir and --config.data.num_classes, and at weights with
 --config.encoder.workdir (or random_init=True)."""
-from vjepa_jax.config import eval_config
+from vjepa_jax.recipes import eval_config
 
 
 def get_config():
@@ -13,5 +13,5 @@ def get_config():
     c.data.update(dataset='video_csv', num_classes=4, frames_per_clip=8, frame_step=2, num_segments=2, num_views=2,
                   resolution=64, flip=False)
     c.probe.update(style='vjepa1', depth=1, num_heads=3)
-    c.optim.update(epochs=4, batch_size=8, lr=[1e-3, 3e-3], weight_decay=[0.01, 0.1])
+    c.optim.update(epochs=4, batch_size=8, lr=(1e-3, 3e-3), weight_decay=(0.01, 0.1))
     return c

@@ -1,7 +1,7 @@
 """A tiny V-JEPA for CPU: 8 frames x 64 px, patch 8 (4 x 8 x 8 = 256 tokens), micro ViT
 (dim 96, depth 2, 3 heads), predictor depth 2 / dim 48, batch 8, float32. Same recipe as
 ViT-L/16 otherwise, with schedules shrunk to the run length."""
-from vjepa_jax.config import base_config
+from vjepa_jax.recipes import base_config
 
 
 def get_config():

@@ -1,5 +1,5 @@
 """V-JEPA ViT-H/16, 16 frames x 384 px (configs/pretrain/vith16_384.yaml): 10 x 240 GPUs."""
-from vjepa_jax.config import base_config
+from vjepa_jax.recipes import base_config
 
 
 def get_config():

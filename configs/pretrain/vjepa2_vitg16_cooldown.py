@@ -1,5 +1,5 @@
 """V-JEPA 2 vitg16 cooldown, 64 frames x 256 px (arg '384' for 384 px, released for vitg16)."""
-from vjepa_jax.vjepa2_configs import cooldown
+from vjepa_jax.recipes import cooldown
 
 
 def get_config(arg='256'):

@@ -1,5 +1,5 @@
 """V-JEPA 2 vith16 pretraining, 16 frames x 256 px."""
-from vjepa_jax.vjepa2_configs import pretrain
+from vjepa_jax.recipes import pretrain
 
 
 def get_config():

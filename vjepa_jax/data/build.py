@@ -1,50 +1,51 @@
 """Build a video (or image) dataset (TFDS, ArrayRecord) and print what was written and skipped.
 
   python -m vjepa_jax.data.build --builder=video_csv --csv=LIST [--val_csv=LIST] --data_dir=DIR
-  python -m vjepa_jax.data.build --builder=kinetics --config=k400 --manual_dir=K400 --data_dir=DIR
+  python -m vjepa_jax.data.build --builder=kinetics/k400 --manual_dir=K400 --data_dir=DIR
   python -m vjepa_jax.data.build --builder=ssv2 --manual_dir=SSV2 --data_dir=DIR
-  python -m vjepa_jax.data.build --builder=image_folder --config=imagenet1k --manual_dir=IMAGENET --data_dir=DIR
+  python -m vjepa_jax.data.build --builder=image_folder/imagenet1k --manual_dir=IMAGENET --data_dir=DIR
   python -m vjepa_jax.data.build --builder=physics_world --manual_dir=WORLD --data_dir=DIR
-Read back with tfds.data_source('video_csv', data_dir=DIR, split='train') after
-`import vjepa_jax.data.builders`.
+--builder is NAME or NAME/CONFIG as TFDS writes it (kinetics: k400 | k600 | k700; image_folder:
+imagenet1k | places205 | inat21 | custom). Read back with
+tfds.data_source('video_csv', data_dir=DIR, split='train') after `import vjepa_jax.data.builders`.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 import tensorflow_datasets as tfds
+from absl import flags
 
-from vjepa_jax.data.builders import BUILDERS
+from vjepa_jax import config as config_lib
+from vjepa_jax.data.builders import BUILDERS as VIDEO_BUILDERS
+from vjepa_jax.worlds.physics_tfds import PhysicsWorld
+
+BUILDERS = {**VIDEO_BUILDERS, 'physics_world': PhysicsWorld}
+FLAGS = flags.FLAGS
 
 
-def build(builder: str, data_dir: str, csv: str = '', val_csv: str = '', manual_dir: str = '',
-          config: str = '') -> tfds.core.DatasetBuilder:
-    if builder not in BUILDERS:
-        raise SystemExit(f'error: --builder={builder}: choose one of {sorted(BUILDERS)}')
+def build(builder: str, data_dir: str, csv: str = '', val_csv: str = '', manual_dir: str = '') -> tfds.core.DatasetBuilder:
+    """builder: NAME or NAME/CONFIG (kinetics/k400)."""
+    name, _, config = builder.partition('/')
+    if name not in BUILDERS:
+        raise config_lib.UsageError(f'--builder={builder}: choose one of {sorted(BUILDERS)} (NAME or NAME/CONFIG)')
     kwargs = dict(data_dir=data_dir)
-    if builder == 'video_csv':
+    if name == 'video_csv':
         kwargs.update(csv=csv or None, val_csv=val_csv or None)
     if config:
         kwargs['config'] = config
-    b = BUILDERS[builder](**kwargs)
+    b = BUILDERS[name](**kwargs)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
     return b
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--builder', required=True, help=' | '.join(BUILDERS))
-    ap.add_argument('--data_dir', required=True)
-    ap.add_argument('--csv', default='')
-    ap.add_argument('--val_csv', default='')
-    ap.add_argument('--manual_dir', default='')
-    ap.add_argument('--config', default='', help='kinetics: k400 | k600 | k700; image_folder: imagenet1k | places205 | inat21 | custom')
-    args = ap.parse_args(argv)
+def main(argv):
+    if len(argv) > 1:
+        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
+    if not FLAGS.builder or not FLAGS.data_dir:
+        raise config_lib.UsageError('pass --builder=NAME[/CONFIG] and --data_dir=DIR')
     try:
-        b = build(args.builder, args.data_dir, args.csv, args.val_csv, args.manual_dir, args.config)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f'error: {e}')
+        b = build(FLAGS.builder, FLAGS.data_dir, FLAGS.csv, FLAGS.val_csv, FLAGS.manual_dir)
+    except ValueError as e:
+        raise config_lib.UsageError(str(e)) from None
     if not b.written:
         print(f'{b.name}: already built in {b.data_dir} (delete that folder to build again)')
         return 0
@@ -57,5 +58,14 @@ def main(argv=None):
     return 0
 
 
+def define_flags():
+    flags.DEFINE_string('builder', None, ' | '.join(BUILDERS) + ' (NAME or NAME/CONFIG: kinetics/k400)')
+    flags.DEFINE_string('data_dir', None, 'where the TFDS dataset is written')
+    flags.DEFINE_string('csv', '', 'video_csv: the train list ("path label" per line)')
+    flags.DEFINE_string('val_csv', '', 'video_csv: the validation list')
+    flags.DEFINE_string('manual_dir', '', 'the folder holding the videos / annotations')
+
+
 if __name__ == '__main__':
-    sys.exit(main())
+    define_flags()
+    config_lib.run(main)

@@ -238,32 +238,4 @@ class ImageFolder(VideoBuilder):
             yield key, dict(image=data, label=label, id=key, path=path, height=height, width=width)
 
 
-class PhysicsWorld(VideoBuilder):
-    """The synthetic physics world (data/physics.write_world): manual_dir holds {split}.jsonl
-    ({"path", "facts"} per video) and the videos. Records carry the probe facts
-    (physics.FACTS: num_objects, gravity, speed, collision) as int64 fields; label is -1."""
-    MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
-
-    def _info(self):
-        from vjepa_jax.data.physics import FACTS
-        extra = {name: tfds.features.Scalar(dtype=np.int64) for name in FACTS}
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({**FEATURES, **extra}),
-                                     description=self.__doc__)
-
-    def _items(self, manual_dir):
-        from vjepa_jax.data.physics import FACTS
-        out = {}
-        for split in ('train', 'validation'):
-            path = os.path.join(manual_dir or '', f'{split}.jsonl')
-            if os.path.exists(path):
-                rows = [json.loads(line) for line in open(path) if line.strip()]
-                out[split] = [(f'{split}-{n:06d}', os.path.join(manual_dir, row['path']), -1,
-                               {name: int(row['facts'][name]) for name in FACTS}) for n, row in enumerate(rows)]
-        if not out:
-            raise FileNotFoundError(f'physics_world: no train.jsonl / validation.jsonl in {manual_dir}: pass '
-                                    '--manual_dir=DIR written by vjepa_jax.data.physics.write_world')
-        return out
-
-
-BUILDERS = {'video_csv': VideoCsv, 'kinetics': Kinetics, 'ssv2': Ssv2, 'image_folder': ImageFolder,
-            'physics_world': PhysicsWorld}
+BUILDERS = {'video_csv': VideoCsv, 'kinetics': Kinetics, 'ssv2': Ssv2, 'image_folder': ImageFolder}

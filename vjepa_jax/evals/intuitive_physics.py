@@ -21,20 +21,22 @@ Each path is a video file or a folder of frame images (IntPhys scenes: the folde
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from flax import nnx
 
+from vjepa_jax import config as config_lib
 from vjepa_jax import jepa
 from vjepa_jax.data import decode, transforms
 
+FLAGS = flags.FLAGS
+_CONFIG = None  # the --config flag, when run as a tool
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 
 
@@ -291,32 +293,41 @@ def model_from(config, checkpoint: str = '', random_init: bool = False, seed: in
     return SurpriseModel(*networks, SurpriseConfig(**{**defaults, **overrides}))
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--pairs', required=True, help='pairs list: "possible impossible property [break_frame [group]]"')
-    ap.add_argument('--workdir', required=True, help='where results.json, summary.json, surprise.png go')
-    ap.add_argument('--config', required=True, help='the pretraining config of the model (configs/...py)')
-    ap.add_argument('--checkpoint', default='', help='a training (or converted) workdir')
-    ap.add_argument('--random_init', action='store_true', help='a randomly initialised model (a baseline)')
-    ap.add_argument('--seed', type=int, default=0)
+def define_flags():
+    """The command line (defined only when run as a tool)."""
+    global _CONFIG
+    _CONFIG = config_lib.define_config_flag(help_string='the pretraining config of the model (configs/...py)')
+    config_lib.define_workdir_flag(help_string='where results.json, summary.json, surprise.png go')
+    flags.DEFINE_string('pairs', None, 'pairs list: "possible impossible property [break_frame [group]]" per line')
+    flags.DEFINE_string('checkpoint', '', 'a training (or converted) workdir')
+    flags.DEFINE_bool('random_init', False, 'a randomly initialised model (a baseline)')
+    flags.DEFINE_integer('seed', 0, 'the random init\'s seed')
     for field in dataclasses.fields(SurpriseConfig):
-        if field.name not in ('window', 'context', 'size'):
-            ap.add_argument(f'--{field.name}', type=type(field.default), default=field.default)
-    for name in ('window', 'context', 'size'):
-        ap.add_argument(f'--{name}', type=int, default=None, help='default: from the config')
-    args = ap.parse_args(argv)
-    from vjepa_jax.config import UsageError, load_config
+        if field.name in ('window', 'context', 'size'):
+            flags.DEFINE_integer(field.name, None, f'{field.name} (default: from the config)')
+        elif field.type == 'str' or isinstance(field.default, str):
+            flags.DEFINE_string(field.name, field.default, field.name)
+        else:
+            flags.DEFINE_integer(field.name, field.default, field.name)
+
+
+def main(argv):
+    from vjepa_jax.config import UsageError
+    if len(argv) > 1:
+        raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
+    if _CONFIG.value is None or not FLAGS.workdir or not FLAGS.pairs:
+        raise UsageError('pass --config=CONFIG --pairs=LIST --workdir=DIR and --checkpoint=WORKDIR (or --random_init)')
     try:
-        config = load_config(args.config)
-        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SurpriseConfig)
-                     if getattr(args, f.name) is not None}
-        model = model_from(config, args.checkpoint, args.random_init, args.seed, **overrides)
-        summary = run(model, args.pairs, args.workdir, args.checkpoint or 'random init')
-    except (UsageError, ValueError, KeyError, FileNotFoundError, decode.DecodeError) as e:
+        overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(SurpriseConfig)
+                     if FLAGS[f.name].value is not None}
+        model = model_from(_CONFIG.value, FLAGS.checkpoint, FLAGS.random_init, FLAGS.seed, **overrides)
+        summary = run(model, FLAGS.pairs, FLAGS.workdir, FLAGS.checkpoint or 'random init')
+    except (ValueError, KeyError, decode.DecodeError) as e:
         raise SystemExit(f'error: {e}')
     print(table(summary))
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    define_flags()
+    config_lib.run(main)

@@ -4,11 +4,12 @@ memory and FLOPs.
 
   python -m vjepa_jax.tools.aot_compile --config=configs/pretrain/vitl16.py --topology=v5p:2x2x2 \\
       --batch_per_chip=24 [--config.mesh.fsdp=-1 --config.model.remat_policy=full ...]
-  python -m vjepa_jax.tools.aot_compile --config=configs/pretrain/vitl16.py,configs/pretrain/vith16.py \\
-      --topology=v5e:4x4,v6e:4x4 --batch_per_chip=8,16 --output=aot.jsonl     # a table
+  python -m vjepa_jax.tools.aot_compile --config=configs/pretrain/vith16.py \\
+      --topology=v5e:4x4,v6e:4x4 --batch_per_chip=8,16 --output=aot.jsonl     # a table (rows appended)
 
 Topology names are libtpu's: v5e:RxC (v5litepod-N), v5p:AxBxC (v5p-2N: N chips), v6e:RxC,
-v4:AxBxC. The mesh comes from the config (default here: FSDP over all chips). Compiling
+v4:AxBxC. The mesh comes from the config; without any --config.mesh.* flag it is FSDP over all
+chips (mesh.data=1, mesh.fsdp=-1). Compiling
 is the real TPU compiler: a program that does not fit fails with RESOURCE_EXHAUSTED,
 which is reported as "no".
 """
@@ -22,10 +23,15 @@ import time
 
 from absl import flags
 
+from vjepa_jax import config as config_lib
+
 FLAGS = flags.FLAGS
+_CONFIG = None  # the --config flag, when run as a tool
+
 def define_flags():
     """Command-line flags (defined only when run as a tool, so both tools import together)."""
-    flags.DEFINE_string('config', None, 'config file(s), comma-separated')
+    global _CONFIG
+    _CONFIG = config_lib.define_config_flag(help_string='pretraining config (configs/pretrain/...)')
     flags.DEFINE_string('topology', 'v5p:2x2x2', 'TPU topology name(s), comma-separated (libtpu names)')
     flags.DEFINE_string('batch_per_chip', '24', 'clips per chip, comma-separated values to try')
     flags.DEFINE_integer('num_slices', 1, 'slices (multi-slice over DCN)')
@@ -47,15 +53,15 @@ def topology_devices(topology: str, num_slices: int = 1) -> list:
 
 def aot_one(config, devices: list, batch_per_chip: int, topology: str = '', num_slices: int = 1) -> dict:
     """Compile the train step for `devices` (a topology's, or real ones) -> per-chip figures."""
-    from vjepa_jax import flops, sharding, train
+    from vjepa_jax import flops, masks, sharding, train_state
     kind = devices[0].device_kind
     chips = len(devices)
     config.data.global_batch_size = batch_per_chip * chips
     mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch(config.data.global_batch_size, mesh)
-    trainer = train.make_trainer(config)
-    sampler = train.make_sampler(config, trainer.grid)
-    _, abstract_state = train.state_layout(trainer, config, mesh)
+    trainer = train_state.make_trainer(config)
+    sampler = masks.make_sampler(config, trainer.grid)
+    _, abstract_state = train_state.state_layout(trainer, config, mesh)
     m = config.model
     row = {'variant': m.variant, 'frames': m.num_frames, 'img_size': m.img_size, 'topology': topology,
            'slices': num_slices, 'chips': chips, 'device_kind': kind, 'batch_per_chip': batch_per_chip,
@@ -65,7 +71,7 @@ def aot_one(config, devices: list, batch_per_chip: int, topology: str = '', num_
     row['model_tflop_per_chip_step'] = flops.step_flops(config, sampler.counts) * batch_per_chip / 1e12
     peak = flops.peak_flops(kind)
     try:
-        _, stats = train.compile_step(trainer, abstract_state, train.batch_specs(config, sampler, mesh), mesh)
+        _, stats = train_state.compile_step(trainer, abstract_state, train_state.batch_specs(config, sampler, mesh), mesh)
     except Exception as e:  # the TPU compiler's out-of-memory verdict
         text = str(e)
         if 'RESOURCE_EXHAUSTED' not in text:
@@ -97,28 +103,32 @@ def describe(row: dict) -> str:
             f'{row["model_tflop_per_chip_step"]:.1f} TFLOP/chip/step; compiled in {row["compile_s"]:.0f}s')
 
 
-def main(overrides: dict):
+def main(argv):
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-    from vjepa_jax.config import load_with_overrides
-    if not FLAGS.config:
-        raise SystemExit('error: pass --config=configs/pretrain/<name>.py (comma-separate several)')
+    if len(argv) > 1:
+        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
+    if _CONFIG.value is None:
+        raise config_lib.UsageError('pass --config=configs/pretrain/<name>.py')
+    config = _CONFIG.value
+    if not any(a.startswith('--config.mesh.') for a in sys.argv):
+        config.mesh.update(data=1, fsdp=-1)  # FSDP over all chips unless the command line says otherwise
     rows = []
-    for config_path in FLAGS.config.split(','):
-        for topology in FLAGS.topology.split(','):
-            for batch in FLAGS.batch_per_chip.split(','):
-                t0 = time.time()
-                try:
-                    config = load_with_overrides(config_path, {'mesh.data': '1', 'mesh.fsdp': '-1', **overrides})
-                    row = aot_one(config, topology_devices(topology, FLAGS.num_slices), int(batch), topology,
-                                  FLAGS.num_slices)
-                except ValueError as e:
-                    raise SystemExit(f'error: {config_path} on {topology}: {e}')
-                row.update(config=config_path, wall_s=round(time.time() - t0, 1))
-                print(describe(row), flush=True)
-                rows.append(row)
-                if FLAGS.output:
-                    with open(FLAGS.output, 'a') as f:
-                        f.write(json.dumps(row) + '\n')
+    for topology in FLAGS.topology.split(','):
+        for batch in FLAGS.batch_per_chip.split(','):
+            t0 = time.time()
+            try:
+                row = aot_one(config, topology_devices(topology, FLAGS.num_slices), int(batch), topology,
+                              FLAGS.num_slices)
+            except ValueError as e:
+                raise SystemExit(f'error: {FLAGS["config"].config_filename} on {topology}: {e}')
+            row.update(config=FLAGS['config'].config_filename, wall_s=round(time.time() - t0, 1))
+            print(describe(row), flush=True)
+            rows.append(row)
+            if FLAGS.output:
+                with open(FLAGS.output, 'a') as f:
+                    f.write(json.dumps(row) + '\n')
+    if FLAGS.output:
+        rows = [json.loads(line) for line in open(FLAGS.output) if line.strip()]
     if len(rows) > 1:
         print(markdown_table(rows))
 
@@ -135,9 +145,8 @@ def markdown_table(rows: list) -> str:
 
 
 def run():
-    from vjepa_jax.config import run_with_overrides
     define_flags()
-    run_with_overrides(main, sys.argv)
+    config_lib.run(main)
 
 
 if __name__ == '__main__':

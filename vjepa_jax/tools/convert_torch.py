@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -29,13 +28,16 @@ import numpy as np
 import optax
 from absl import flags
 
-from vjepa_jax import torch_io, train
-from vjepa_jax.models import torch_names
+from vjepa_jax import config as config_lib
+from vjepa_jax import torch_io, train_state
+from vjepa_jax.data.stream import DataStream
+from vjepa_jax.models import factory, torch_names
 from vjepa_jax.models.vit import stack_blocks, unstack_blocks
 
 NETS = ('encoder', 'predictor', 'target_encoder')
 BLOCKS = {'encoder': 'blocks', 'target_encoder': 'blocks', 'predictor': 'predictor_blocks'}
 TORCH_PREFIX = 'module.backbone.'  # how the original's save_checkpoint names every tensor
+_CONFIG = None  # the --config flag, when run as a tool
 
 
 # ----------------------------------------------------------------------------------------
@@ -51,8 +53,8 @@ def unscanned(config):
 def templates(config) -> dict:
     """{'encoder', 'predictor'}: pure dicts of ShapeDtypeStructs in the per-layer layout."""
     from flax import nnx
-    n_masks = train.num_mask_tokens(config)
-    enc, pred = nnx.eval_shape(lambda: train.build_models(unscanned(config).model, n_masks, nnx.Rngs(0)))
+    n_masks = factory.num_mask_tokens(config)
+    enc, pred = nnx.eval_shape(lambda: factory.build_models(unscanned(config).model, n_masks, nnx.Rngs(0)))
     return {'encoder': nnx.to_pure_dict(nnx.state(enc)), 'predictor': nnx.to_pure_dict(nnx.state(pred))}
 
 
@@ -128,7 +130,7 @@ def adam_from_torch(checkpoint: dict, config) -> tuple:
 
 def state_from_torch(checkpoint: dict, config, with_optimizer: bool = True) -> dict:
     """A train state (Trainer.init's structure) from an original pretraining checkpoint."""
-    trainer = train.make_trainer(config)
+    trainer = train_state.make_trainer(config)
     params = params_from_torch(checkpoint, config)
     online = {'encoder': params['encoder'], 'predictor': params['predictor']}
     opt_state = trainer.optimizer.init(jax.tree.map(jnp.asarray, online))
@@ -307,7 +309,7 @@ def fixed_tables(config, trainer) -> dict:
 def state_to_torch(state: dict, config) -> dict:
     """A checkpoint dict in the original's format: module.backbone. names in its order (with the
     fixed position tables), and an AdamW state dict indexed as its optimiser indexes."""
-    tables = fixed_tables(config, train.make_trainer(config))
+    tables = fixed_tables(config, train_state.make_trainer(config))
     nets = {'encoder': state['params']['encoder'], 'predictor': state['params']['predictor'],
             'target_encoder': state['target_encoder']}
     out = {}
@@ -350,7 +352,9 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Command-line flags (defined only when run as a tool, so both tools import together)."""
     flags.DEFINE_string('checkpoint', None, 'the original .pth / .pth.tar / .pt file')
-    flags.DEFINE_string('config', None, 'config of the encoder (configs/pretrain/...); not needed for probes')
+    global _CONFIG
+    _CONFIG = config_lib.define_config_flag(help_string='config of the encoder (configs/pretrain/...); not needed '
+                                            'for probes')
     flags.DEFINE_string('output', None, 'torch -> JAX: a new directory; --to_torch: the .pth.tar to write')
     flags.DEFINE_enum('kind', 'auto', KINDS, 'what the file holds; auto: probe if it has classifier(s), ac if its '
                       'predictor has action_encoder, else pretrain')
@@ -369,7 +373,7 @@ def write_orbax(state: dict, config, workdir: str, converted_from: str = '') -> 
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'))
     if step in ckpt.all_steps():
         raise ValueError(f'{ckpt.directory} already holds step {step}: choose an empty --output directory')
-    position = train.DataStream.position(step)
+    position = DataStream.position(step)
     meta = {'seed': config.seed, 'step': step, 'converted_from': converted_from,
             'config': json.loads(config.to_json_best_effort())}
     ckpt.save(step, state, position, meta, force=True)
@@ -383,19 +387,21 @@ def read_orbax(workdir: str, config) -> dict:
     step = ckpt.latest_step()
     if step is None:
         raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
-    _, abstract = train.state_layout(train.make_trainer(config), config, sharding.make_mesh(config.mesh))
+    _, abstract = train_state.state_layout(train_state.make_trainer(config), config, sharding.make_mesh(config.mesh))
     return ckpt.restore(step, abstract)[0]
 
 
-def main(overrides: dict):
-    from vjepa_jax.config import UsageError, load_with_overrides
+def main(argv):
+    from vjepa_jax.config import UsageError
 
     def config_or_fail(what):
-        if not FLAGS.config:
+        if _CONFIG.value is None:
             raise UsageError(f'{what} needs --config=configs/pretrain/<name>.py (the encoder it belongs to)')
-        return load_with_overrides(FLAGS.config, overrides)
+        return _CONFIG.value
 
     try:
+        if len(argv) > 1:
+            raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
         if not FLAGS.output:
             raise UsageError('pass --output=... (a new directory; with --to_torch, the .pth.tar to write)')
         if FLAGS.to_torch:
@@ -425,7 +431,7 @@ def main(overrides: dict):
             print(f'wrote encoder + action-conditioned predictor {path} (load with vjepa_jax.pretrained.load_ac)')
             return
         tokens = sum(1 for k in checkpoint.get('predictor', {}) if '.mask_tokens.' in f'.{k}')
-        if tokens and tokens != train.num_mask_tokens(config):
+        if tokens and tokens != factory.num_mask_tokens(config):
             config.model.num_mask_tokens = tokens
             print(f'the predictor has {tokens} mask tokens: use --config.model.num_mask_tokens={tokens} with this '
                   f'workdir')
@@ -437,9 +443,8 @@ def main(overrides: dict):
 
 
 def run():
-    from vjepa_jax.config import run_with_overrides
     define_flags()
-    run_with_overrides(main, sys.argv)
+    config_lib.run(main)
 
 
 if __name__ == '__main__':

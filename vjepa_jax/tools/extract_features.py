@@ -11,17 +11,20 @@ Without --workdir the encoder is randomly initialised (--random_init, a baseline
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 from absl import flags
 
+from vjepa_jax import config as config_lib
+
 FLAGS = flags.FLAGS
+_CONFIG = None
 
 
 def define_flags():
-    flags.DEFINE_string('config', None, 'the encoder\'s pretraining config (configs/pretrain/...)')
-    flags.DEFINE_string('workdir', None, 'a training or converted workdir (its latest checkpoint)')
+    global _CONFIG
+    _CONFIG = config_lib.define_config_flag(help_string='the encoder\'s pretraining config (configs/pretrain/...)')
+    config_lib.define_workdir_flag(help_string='a training or converted workdir (its latest checkpoint)')
     flags.DEFINE_bool('random_init', False, 'no workdir: a randomly initialised encoder')
     flags.DEFINE_enum('which', 'target_encoder', ['target_encoder', 'encoder'], 'which encoder of the checkpoint')
     flags.DEFINE_string('input', None, 'a video / image file, or a folder of them')
@@ -32,19 +35,21 @@ def define_flags():
     flags.DEFINE_integer('frame_step', 4, 'frames between sampled frames')
 
 
-def main(overrides: dict):
+def main(argv):
     from vjepa_jax import pretrained
-    from vjepa_jax.config import UsageError, load_with_overrides
+    from vjepa_jax.config import UsageError
     from vjepa_jax.data import decode
     from vjepa_jax.evals import features, views
     try:
-        if not (FLAGS.config and FLAGS.input and FLAGS.output):
+        if len(argv) > 1:
+            raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
+        if not (_CONFIG.value is not None and FLAGS.input and FLAGS.output):
             raise UsageError('pass --config=configs/pretrain/<name>.py --input=FILE_OR_FOLDER --output=FILE.npy')
         if not FLAGS.output.endswith(('.npy', '.array_record')):
             raise UsageError(f'--output={FLAGS.output}: use a .npy or .array_record file name')
         if not (FLAGS.workdir or FLAGS.random_init):
             raise UsageError('pass --workdir=DIR (trained or converted weights) or --random_init')
-        config = load_with_overrides(FLAGS.config, overrides)
+        config = _CONFIG.value
         encoder = pretrained.encoder_for_evaluation(config, FLAGS.workdir, FLAGS.which, FLAGS.random_init, config.seed)
         m = config.model
         cfg = views.ViewConfig(frames_per_clip=m.num_frames, frame_step=FLAGS.frame_step,
@@ -79,6 +84,5 @@ def main(overrides: dict):
 
 
 if __name__ == '__main__':
-    from vjepa_jax.config import run_with_overrides
     define_flags()
-    run_with_overrides(main, sys.argv)
+    config_lib.run(main)

@@ -3,7 +3,7 @@ world: a ridge classifier (closed form, one-hot targets) fit on the train split,
 validation. A reference for the probes: a probe scoring at a cue's level reads no more than
 that cue.
 
-  python -m vjepa_jax.tools.fact_cues [--train=400 --validation=160 --seed=0]   # the demo's world
+  python -m vjepa_jax.worlds.fact_cues [--train=400 --validation=160 --seed=0]   # the demo's world
 
 Cues per video (means over frames and objects; positions from the box centre):
   position      mean (y, x) and mean (|y|, |x|)                          4 numbers
@@ -15,11 +15,14 @@ ballistic (the true gravity) extrapolation from the last context frame put them.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+from absl import flags
 
-from vjepa_jax.data import physics
+from vjepa_jax import config as config_lib
+from vjepa_jax.config import UsageError
+from vjepa_jax.worlds import physics
+
+FLAGS = flags.FLAGS
 
 CUES = ('position', 'motion')
 
@@ -78,24 +81,19 @@ def extrapolation_error(cfg: physics.WorldConfig, videos: list, last_context: in
     return {k: float(np.mean(v)) for k, v in misses.items()}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--train', type=int, default=400)
-    ap.add_argument('--validation', type=int, default=160)
-    ap.add_argument('--seed', type=int, default=0, help="the world's seed (demo.world.seed)")
-    args = ap.parse_args()
+def main(argv):
+    if len(argv) > 1:
+        raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     cfg = physics.WorldConfig()
-    splits = sorted({'train': args.train, 'validation': args.validation}.items())  # write_world's order
-    train, validation = (simulate_split(cfg, args.seed, s, n) for s, (_, n) in enumerate(splits))
+    splits = sorted({'train': FLAGS.train, 'validation': FLAGS.validation}.items())  # write_world's order
+    train, validation = (simulate_split(cfg, FLAGS.seed, s, n) for s, (_, n) in enumerate(splits))
     (xt, yt), (xv, yv) = split_table(cfg, train), split_table(cfg, validation)
     print('| fact | chance | ' + ' | '.join(CUES) + ' |')
     print('| --- | --- | ' + ' | '.join('---' for _ in CUES) + ' |')
     for fact, classes in physics.FACTS.items():
         row = [f'{ridge_accuracy(xt[c], yt[fact], xv[c], yv[fact], classes):.1f}' for c in CUES]
         print(f'| {fact} | {100 / classes:.1f} | ' + ' | '.join(row) + ' |')
-    from vjepa_jax.config import load_config
-    from vjepa_jax.demo import DEFAULT_CONFIG
-    demo = load_config(DEFAULT_CONFIG)  # its clip: num_frames at frame_step, the first half the context
+    demo = _CONFIG.value  # its clip: num_frames at frame_step, the first half the context
     frames = np.arange(demo.model.num_frames) * demo.data.frame_step
     context, targets = frames[:len(frames) // 2], frames[len(frames) // 2:]
     err = extrapolation_error(cfg, train, int(context[-1]), targets.tolist())
@@ -103,7 +101,12 @@ def main():
           f"objects move {err['displacement']:.2f} px; "
           f"constant-velocity extrapolation misses by {err['constant_velocity']:.2f} px, "
           f"ballistic (true gravity) by {err['ballistic']:.2f} px")
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    _CONFIG = config_lib.define_config_flag('configs/demo.py', 'the demo config (its clip geometry)')
+    flags.DEFINE_integer('train', 400, 'train videos')
+    flags.DEFINE_integer('validation', 160, 'validation videos')
+    flags.DEFINE_integer('seed', 0, "the world's seed (demo.world.seed)")
+    config_lib.run(main)

@@ -1,0 +1,176 @@
+"""Every recipe in one place: the defaults (V-JEPA 1 ViT-L/16 pretraining, frozen evaluation)
+and the V-JEPA 2 and evaluation recipes that configs/*.py start from.
+
+Every number is the original's; config files change only what differs. Fields that are off
+by default use 0 / '' (never None) and lists are tuples, so every field can be set from the
+command line: --config.optim.lr=3e-4, --config.optim.lr='(1e-3,3e-3)'.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def mask_generator(index, num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal_scale=(1.0, 1.0),
+                   max_temporal_keep=1.0):
+    """One multi-block mask generator. index: its place in the original's list of generators,
+    which is also the predictor's mask token it uses (ConfigDict sorts its keys by name, so the
+    order is this field, never the names; masks.generator_names)."""
+    return ml_collections.ConfigDict(dict(
+        index=index, num_blocks=num_blocks, spatial_scale=(spatial_scale, spatial_scale), aspect_ratio=aspect_ratio,
+        temporal_scale=temporal_scale, max_temporal_keep=max_temporal_keep,
+        num_context=0, num_target=0))  # 0: the keep_quantile quantile (masks.py)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 234
+    c.model = ml_collections.ConfigDict(dict(
+        variant='large', img_size=224, num_frames=16, patch_size=16, tubelet_size=2, in_chans=3,
+        pos_embed='sincos',       # 'sincos' (V-JEPA 1) | 'rope' (V-JEPA 2)
+        rope_form='tiled',        # 'tiled' (released V-JEPA 2 weights) | 'interleaved' (correct RoPE)
+        uniform_power=True, rescale_init=False,  # rescale_init: V-JEPA 2 keeps the 1/sqrt(2 l) rescale
+        pred_depth=12, pred_embed_dim=384, pred_num_heads=0,  # 0: the encoder's head count
+        zero_init_mask_tokens=True,
+        num_mask_tokens=0,        # 0: one per mask generator (released V-JEPA 2 predictors have 10)
+        scan_layers=False,        # lax.scan over stacked blocks (compile time flat in depth)
+        remat_policy='none',      # 'none' | 'full' | 'dots' | 'dots_no_batch'
+        attention_query_chunk=0,  # >0: attention over query blocks of this size (score memory / (N / size))
+        dtype='bfloat16',         # compute dtype; params and optimiser stay float32
+    ))
+    c.mask = ml_collections.ConfigDict(dict(
+        keep_quantile=0.05,
+        generators=ml_collections.ConfigDict(dict(  # one learned mask token per generator, by index
+            short=mask_generator(0, 8, 0.15), long=mask_generator(1, 2, 0.7))),  # the original's order
+    ))
+    c.loss = ml_collections.ConfigDict(dict(loss_exp=1.0, var_weight=0.0, cov_weight=0.0))  # weights: jepa.jepa_loss
+    c.optim = ml_collections.ConfigDict(dict(
+        ipe=300, epochs=300, ipe_scale=1.25, warmup=40,
+        lr_schedule='warmup_cosine', anneal=0,  # anneal: epochs of linear decay ('wsd' only)
+        start_lr=2e-4, lr=6.25e-4, final_lr=1e-6,
+        weight_decay=0.04, final_weight_decay=0.4,
+        ema=(0.998, 1.0), clip_grad=10.0, betas=(0.9, 0.999), eps=1e-8,
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        datasets='',              # TFDS names, comma-separated ('kinetics/k400,ssv2'); '' = generated clips
+        weights='',               # mixture weights, comma-separated ('0.7,0.3'); '' = one dataset
+        data_dir='',              # where python -m vjepa_jax.data.build wrote them
+        split='train',
+        global_batch_size=3072,   # 24 per GPU x 128 A100
+        frame_step=4,             # 16 frames x step 4 = a 64-frame span
+        target_fps=0.0,           # V-JEPA 2: 4.0 (step = ceil(fps) // 4); 0 = frame_step
+        crop_scale=(0.3, 1.0), crop_ratio=(0.75, 1.35), flip=True,
+        num_workers=0,            # grain worker processes (0: decode in the main process)
+        decoded_cache_mb=0,       # > 0: decode each video once and keep it, up to this many MB per source
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=0,              # 0: epochs * ipe
+        log_every=10,             # metrics, progress line and finite-loss check every N steps
+        tensorboard=True,         # event files in WORKDIR/tensorboard besides metrics.jsonl
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(  # sharding.py; -1 takes the remaining devices
+        data=-1, fsdp=1, tensor=1,
+    ))
+    c.checkpoint = ml_collections.ConfigDict(dict(  # orbax, WORKDIR/checkpoints; resumes from the latest
+        every_steps=1000, keep_last=3,
+        keep_every=0,             # also keep every N-th step for good (0: off)
+        async_save=True,
+    ))
+    return c
+
+
+def eval_config() -> ml_collections.ConfigDict:
+    """Frozen-feature classification (vjepa_jax.evals.classification): the originals' recipe."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.log_every = 20
+    c.encoder = ml_collections.ConfigDict(dict(
+        config='configs/pretrain/vitl16.py',  # the encoder's pretraining config (repository-relative or absolute)
+        model_overrides=ml_collections.ConfigDict(),  # e.g. {'img_size': 256}
+        workdir='',               # a training or converted workdir (its latest checkpoint)
+        which='target_encoder',   # 'target_encoder' (EMA; the originals evaluate it) | 'encoder'
+        random_init=False,        # no workdir: a randomly initialised encoder (a baseline)
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        dataset='kinetics/k400', data_dir='', train_split='train', val_split='validation',
+        num_classes=400, label_key='label',  # label_key: the record field to predict
+        frames_per_clip=16, frame_step=4,
+        num_segments=8, num_views=3,  # K400 16x8x3; SSv2 16x2x3; images 1x1
+        resolution=224, num_workers=0,
+        crop_scale=(0.3, 1.0), flip=True,  # training views: random resized crop scale, horizontal flip
+    ))
+    c.probe = ml_collections.ConfigDict(dict(style='vjepa1', depth=1, num_heads=16))
+    c.optim = ml_collections.ConfigDict(dict(
+        epochs=20, batch_size=256,
+        lr=(1e-3,), weight_decay=(0.01,),  # every lr x wd pair trains its own probe head
+        start_lr=0.0,             # 0: = lr (no warmup ramp)
+        final_lr=0.0, final_weight_decay=1e-6, warmup=0.0,
+        clip_grad=1.0, decay_all=False,  # decay_all: V-JEPA 2 also decays biases and norms
+    ))
+    c.features = ml_collections.ConfigDict(dict(
+        cache=False,              # True: encode once, train from disk
+        in_memory=False,          # with cache: load it into memory, one jitted call per epoch (small data)
+        cache_dir='',             # '' = WORKDIR/features; a folder shared by probes of other labels of the same
+    ))                            # dataset, views and encoder (reused when its key.json matches)
+    return c
+
+
+
+# ----------------------------------------------------------------------------------------
+# V-JEPA 2 pretraining (facebookresearch/vjepa2 configs/train/*)
+# ----------------------------------------------------------------------------------------
+VARIANTS = {'vitl16': 'large', 'vith16': 'huge', 'vitg16': 'giant_xformers'}
+PRETRAIN_EPOCHS = {'vitl16': 10, 'vith16': 10, 'vitg16': 800}  # as released (ipe 300)
+
+
+def pretrain(name: str):
+    """16 frames at 256 px, 4 fps, RoPE, warmup then constant lr, constant EMA and wd, no clip."""
+    c = base_config()
+    c.seed = 239
+    c.model.update(variant=VARIANTS[name], img_size=256, pos_embed='rope', rope_form='tiled',
+                   rescale_init=True, pred_num_heads=12, remat_policy='full')
+    c.data.global_batch_size = 24 * 128  # 24 per GPU x 16 nodes x 8
+    c.data.target_fps = 4.0
+    c.data.weights = '0.335,0.100,0.565'  # K710, SSv2, HowTo100M (set data.datasets to your builds)
+    c.optim.update(epochs=PRETRAIN_EPOCHS[name], warmup=40, start_lr=1e-4, lr=5.25e-4, final_lr=5.25e-4,
+                   weight_decay=0.04, final_weight_decay=0.04, ema=(0.99925, 0.99925), clip_grad=0.0)
+    return c
+
+
+def cooldown(name: str, img_size: int = 256):
+    """64 frames, linear lr decay 5.25e-4 -> 1e-6 over int(1.25 * 40 * 300) steps, 40 epochs;
+    starts from the pretrained checkpoint. As released, training stops at 80 % of the decay
+    (lr ~1.06e-4); set optim.ipe_scale=1.0 for the paper's decay to 1e-6."""
+    c = pretrain(name)
+    c.model.update(num_frames=64, img_size=img_size)
+    c.data.global_batch_size = 3072  # 12 per GPU x 256 GPUs (256 px), 6 x 512 (384 px)
+    c.optim.update(lr_schedule='linear_decay', epochs=40, warmup=0, lr=5.25e-4, final_lr=1e-6)
+    return c
+
+
+# ----------------------------------------------------------------------------------------
+# Frozen evaluation (the originals' configs/evals)
+# ----------------------------------------------------------------------------------------
+# V-JEPA 2: 4-block probes, 16 heads, 20 heads trained together over this grid, best reported
+VJEPA2_LR = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
+VJEPA2_WD = (0.01, 0.1, 0.4, 0.8)
+ENCODERS = {'vitl16': ('configs/pretrain/vitl16.py', 224), 'vith16': ('configs/pretrain/vith16.py', 224),
+            'vith16_384': ('configs/pretrain/vith16_384.py', 384),
+            'vjepa2_vitl16': ('configs/pretrain/vjepa2_vitl16.py', 256),
+            'vjepa2_vitg16_384': ('configs/pretrain/vjepa2_vitg16_cooldown.py:384', 384)}
+
+
+def recipe(dataset: str, num_classes: int, segments: int, views: int, encoder: str = 'vitl16'):
+    """The V-JEPA 1 recipe (one query, one cross-attention block; AdamW lr 1e-3 cosine, wd 0.01,
+    20 epochs); encoders named 'vjepa2_*' get the V-JEPA 2 probe and its lr x wd grid."""
+    if encoder not in ENCODERS:
+        raise ValueError(f'encoder {encoder!r}: choose one of {sorted(ENCODERS)}')
+    c = eval_config()
+    c.encoder.config, c.data.resolution = ENCODERS[encoder]
+    # released V-JEPA 2 predictors carry 10 mask tokens (convert_torch says so); the workdir's layout needs it
+    c.encoder.model_overrides = ({'img_size': c.data.resolution, 'num_mask_tokens': 10}
+                                 if encoder.startswith('vjepa2') else {})
+    c.data.update(dataset=dataset, num_classes=num_classes, num_segments=segments, num_views=views)
+    if encoder.startswith('vjepa2'):
+        c.probe.update(style='vjepa2', depth=4, num_heads=16)
+        c.optim.update(lr=VJEPA2_LR, weight_decay=VJEPA2_WD, decay_all=True)
+    return c

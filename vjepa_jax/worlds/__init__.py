@@ -1,0 +1,1 @@
+"""Simulated worlds: the physics world of the demo (physics.py, its TFDS builder and fact cues)."""
