@@ -2,6 +2,8 @@
 import contextlib
 import functools
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -93,3 +95,13 @@ def cache_every_compilation():
         yield
     finally:
         jax.config.update('jax_persistent_cache_min_compile_time_secs', before)
+
+
+def run_tool(module: str, *args, cwd: str = ROOT, devices: int = 1, timeout: int = 600):
+    """`python -m module *args` in a fresh process (one CPU device, the tests' compilation cache)
+    -> CompletedProcess with text stdout / stderr."""
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+               JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, '.jax_cache'))
+    return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)

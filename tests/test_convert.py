@@ -12,7 +12,7 @@ import pytest
 
 from helpers import (MICRO, ROOT, assert_matches_fixture, cache_every_compilation, compiled_call, config, fixture_io,
                      jepa_outputs)
-from vjepa_jax import torch_io, train, train_state
+from vjepa_jax import masks, torch_io, train, train_state
 from vjepa_jax.models import factory
 from vjepa_jax.tools import convert_torch
 
@@ -167,6 +167,7 @@ def test_vitl16_checkpoint_layout_maps_name_for_name():
         convert_torch.params_from_torch({**skeleton, 'encoder': broken}, config('vitl16'), nets=('encoder',))
 
 
+@pytest.mark.slow
 def test_command_line_conversion_resumes_in_training(tmp_path):
     args = [f'--config.{k}={v}' for k, v in MICRO_OVERRIDES.items()]
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
@@ -204,3 +205,19 @@ def test_vjepa2_layout_round_trip():
     back = convert_torch.state_from_torch(exported, cfg)
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_converted_mask_tokens_meet_the_generators_they_were_trained_with(converted):
+    """The original runs its generators in list order, short-range first, and generator m uses
+    mask token m. Here generator m of the config (by its explicit index, not ConfigDict's sorted
+    names) must draw the original's generator-m masks and get the converted mask_tokens.m."""
+    cfg, torch_ckpt, state = converted
+    assert masks.generator_names(cfg.mask) == ['short', 'long']
+    io = np.load(os.path.join(MICRO, 'io.npz'))  # masks drawn by the original's collator
+    sampler = masks.make_sampler(cfg, train_state.make_trainer(cfg).grid)
+    ours = [num_target for _, num_target in sampler.counts]
+    theirs = [io[f'masks_pred_{m}'].shape[1] for m in range(2)]  # short-range 48 targets, long-range 96
+    assert np.argsort(ours).tolist() == np.argsort(theirs).tolist(), (ours, theirs)
+    for m in range(2):
+        np.testing.assert_array_equal(np.asarray(state['params']['predictor']['mask_tokens'][m]),
+                                      torch_ckpt['predictor'][f'module.backbone.mask_tokens.{m}'])

@@ -62,6 +62,7 @@ def test_converted_probe_reproduces_the_original_and_exports_back(tmp_path, case
         np.testing.assert_array_equal(back[name], value)
 
 
+@pytest.mark.slow
 def test_probe_command_line_detects_the_file_kind(tmp_path):
     code, out = cli(f'--checkpoint={PROBES}/vjepa1_probe.pth.tar', f'--output={tmp_path}/p', '--num_heads=3')
     assert code == 0, out
@@ -132,6 +133,7 @@ def test_ac_predictor_is_block_causal_in_time():
     assert mask[:6, 6:].sum() == 0 and mask[6:, :].all()
 
 
+@pytest.mark.slow
 def test_ac_checkpoint_command_line_round_trip(tmp_path, ac_fixture):
     """A whole V-JEPA 2-AC file (RoPE encoder + AC predictor) -> params checkpoint -> the modules
     -> the original's layout again, bit for bit."""

@@ -65,12 +65,18 @@ def test_build_skips_counts_and_names_bad_files(built, videos):
     assert rows == [(40, 30.0, 48, 64), (90, 30.0, 48, 64), (150, 30.0, 48, 64), (200, 30.0, 48, 64)]
 
 
-def test_build_cli_summary(videos, tmp_path, capsys):
-    assert build.main(['--builder=video_csv', f'--csv={videos}/list.csv', f'--data_dir={tmp_path}']) == 0
-    out = capsys.readouterr().out
-    assert 'train: 4 records written' in out and '4 files skipped' in out and 'missing.mp4: missing file' in out
-    with pytest.raises(SystemExit, match='not found'):
-        build.main(['--builder=video_csv', '--csv=/nonexistent.csv', f'--data_dir={tmp_path}/other'])
+@pytest.mark.slow
+def test_build_cli_summary(videos, tmp_path):
+    from helpers import run_tool
+    r = run_tool('vjepa_jax.data.build', '--builder=video_csv', f'--csv={videos}/list.csv', f'--data_dir={tmp_path}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'train: 4 records written' in r.stdout and '4 files skipped' in r.stdout
+    assert 'missing.mp4: missing file' in r.stdout
+    r = run_tool('vjepa_jax.data.build', '--builder=video_csv', '--csv=/nonexistent.csv',
+                 f'--data_dir={tmp_path}/other')
+    assert r.returncode != 0 and 'not found' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_tool('vjepa_jax.data.build', '--builder=kinetics/k999', f'--data_dir={tmp_path}/k')
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_decoded_frames_follow_the_original_clip_rule(built):
@@ -181,6 +187,7 @@ def test_decoded_video_cache_gives_the_same_batches(built):
                                   decode.decode_frames(record['video'], past))
 
 
+@pytest.mark.slow
 def test_multiprocess_workers_give_the_same_batches(built):
     src = pipeline.TfdsSource('video_csv', built[0])
     single = iter(make([src]))
@@ -257,6 +264,7 @@ def test_images_are_repeated_into_clips(tmp_path):
     np.testing.assert_array_equal(batch['clips'][:, 0], batch['clips'][:, 7])
 
 
+@pytest.mark.slow
 def test_training_on_a_built_dataset(built, tmp_path):
     from helpers import config
     from vjepa_jax import train
@@ -279,7 +287,7 @@ def test_kinetics_builder_from_the_official_layout(videos, tmp_path):
         rows.append(f'{label},{yid},{i * 10},{i * 10 + 10},train')
     rows.append('zumba,missing,0,10,train')
     (manual / 'annotations' / 'train.csv').write_text('\n'.join(rows) + '\n')
-    b = build.build('kinetics', str(tmp_path / 'data'), manual_dir=str(manual), config='k400')
+    b = build.build('kinetics/k400', str(tmp_path / 'data'), manual_dir=str(manual))
     assert b.written == {'train': 3} and [os.path.basename(p) for _, p, _ in b.skipped] == ['missing_000000_000010.mp4']
     src = tfds.data_source('kinetics/k400', data_dir=str(tmp_path / 'data'), split='train')
     assert sorted((src[i]['id'].decode(), int(src[i]['label'])) for i in range(3)) == [

@@ -43,12 +43,14 @@ def trained(motion_data, tmp_path_factory):
     return cfg, workdir, probe_eval.run(cfg, str(workdir), log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_probe_learns_clearly_above_chance(trained):
     cfg, workdir, results = trained
     val = results['splits']['validation']
     assert val['count'] == 24 and results['chance_top1'] == 25.0
     assert val["top1"] >= 50.0, results["grid"]  # measured 70.8 (in memory, seeds 0-3: 87.5, 95.8, 75.0, 62.5)
-    assert val['top5'] == 100.0  # 4 classes
+    best = results['grid'][results['best']['head']]
+    assert best['val_top1'] == val['top1'] == max(r['val_top1'] for r in results['grid'])
     assert {(r['lr'], r['weight_decay']) for r in results['grid']} == {(1e-2, 0.01), (3e-3, 0.01)}
     rows = [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
     assert [r['epoch'] for r in rows] == list(range(1, 26)) and len(rows[0]['val_top1']) == 2
@@ -59,6 +61,7 @@ def test_probe_learns_clearly_above_chance(trained):
     assert len(summary['worst_classes']) == 4 and all(0 <= acc <= 1 for _, acc in summary['worst_classes'])
 
 
+@pytest.mark.slow
 def test_saved_probe_reloads_for_evaluation_only(trained):
     """The best head reloads from its orbax checkpoint and, run on clips decoded afresh (no
     cache), gives the validation figures the training run reported."""
@@ -69,6 +72,7 @@ def test_saved_probe_reloads_for_evaluation_only(trained):
     assert again['top5'] == pytest.approx(results['splits']['validation']['top5'])
 
 
+@pytest.mark.slow
 def test_probe_in_memory_trains_from_the_same_cache(trained, tmp_path):
     """features.in_memory: the cache written by the disk run is reused, each epoch is one jitted
     scan, and the probe learns as well (the shuffle differs, so the figures do)."""
@@ -155,6 +159,7 @@ def test_schedules_and_topk_by_hand():
     assert probe_eval.topk_correct(probs, np.array([2, 1]), 2).tolist() == [2]
 
 
+@pytest.mark.slow
 def test_feature_extraction_matches_the_training_path(motion_data, tmp_path):
     cfg = tiny_config(motion_data)
     frozen, model_config = probe_eval.load_frozen_encoder(cfg)
@@ -191,7 +196,7 @@ def test_image_folder_protocol(tmp_path):
                 image[5 + i:15 + i, 10:20] = 255
                 cv2.imwrite(str(folder / f'{i}.png'), image[:, :, ::-1])
     (tmp_path / 'images' / 'train' / 'class_0' / 'broken.jpg').write_bytes(b'not an image')
-    b = build.build('image_folder', str(tmp_path / 'data'), manual_dir=str(tmp_path / 'images'), config='custom')
+    b = build.build('image_folder/custom', str(tmp_path / 'data'), manual_dir=str(tmp_path / 'images'))
     assert b.written == {'train': 6, 'validation': 4} and len(b.skipped) == 1
     source = TfdsSource('image_folder/custom', str(tmp_path / 'data'), 'train')
     record = source[0]

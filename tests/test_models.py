@@ -11,7 +11,7 @@ from helpers import compiled_call, config
 from vjepa_jax.models import factory
 from vjepa_jax.models import torch_names
 from vjepa_jax.models.predictor import Predictor
-from vjepa_jax.models.vit import (VIT_VARIANTS, apply_rope_3d, interpolate_table, rope_rotate, sincos_1d,
+from vjepa_jax.models.vit import (apply_rope_3d, interpolate_table, rope_rotate, sincos_1d,
                                   sincos_2d, sincos_3d, token_coords, vit)
 
 
@@ -49,14 +49,21 @@ def test_variant_parameter_counts(name, encoder_params, predictor_params):
     assert factory.count_params(pred) == predictor_params  # ViT-H: only predictor_embed/proj widen
 
 
-def test_all_variants_shapes():
-    for name, spec in VIT_VARIANTS.items():
-        enc = nnx.eval_shape(lambda: vit(name, img_size=32, num_frames=4, patch_size=16, rngs=nnx.Rngs(0)))
-        p = nnx.to_pure_dict(nnx.state(enc))
-        hidden = int(spec['embed_dim'] * spec['mlp_ratio'])
-        assert p['blocks'][0]['mlp']['fc1']['kernel'].shape == (spec['embed_dim'], hidden)
-        assert len(p['blocks']) == spec['depth']
-    assert int(1408 * 48 / 11) == 6144 and VIT_VARIANTS['giant_xformers']['num_heads'] == 22
+# The originals' vision_transformer.py (facebookresearch/jepa, vjepa2): width, depth, heads, MLP hidden
+PUBLISHED = {'tiny': (192, 12, 3, 768), 'small': (384, 12, 6, 1536), 'base': (768, 12, 12, 3072),
+             'large': (1024, 24, 16, 4096), 'huge': (1280, 32, 16, 5120), 'giant': (1408, 40, 16, 6144),
+             'giant_xformers': (1408, 40, 22, 6144)}
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED))
+def test_published_variants_have_the_originals_shapes(name):
+    width, depth, heads, hidden = PUBLISHED[name]
+    enc = nnx.eval_shape(lambda: vit(name, img_size=32, num_frames=4, patch_size=16, rngs=nnx.Rngs(0)))
+    p = nnx.to_pure_dict(nnx.state(enc))
+    assert len(p['blocks']) == depth
+    assert p['blocks'][0]['mlp']['fc1']['kernel'].shape == (width, hidden)
+    assert p['blocks'][0]['attn']['qkv']['kernel'].shape == (width, 3 * width)
+    assert enc.blocks[0].attn.num_heads == heads
 
 
 def test_vitl16_names_and_shapes_match_released_checkpoint():

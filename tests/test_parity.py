@@ -7,7 +7,7 @@ from flax import nnx
 
 from helpers import assert_matches_fixture, fixture_io, fixture_params, jepa_outputs, micro_models
 from vjepa_jax import jepa, optim, train_state
-from vjepa_jax.config import base_config
+from vjepa_jax.recipes import base_config
 from vjepa_jax.models import torch_names
 
 TOL = 1e-5

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses
+
 from helpers import ROOT, config
 from vjepa_jax import checkpoint, masks, sharding, train_state
 from vjepa_jax.data.stream import DataStream

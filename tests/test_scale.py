@@ -49,6 +49,7 @@ def one_device(tiny):
     return run_steps(tiny, sharding.make_mesh(mesh_cfg(1, 1, 1), jax.devices()[:1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,shape', [('dp', (8, 1, 1)), ('fsdp', (1, 8, 1)), ('dp_x_tensor', (4, 1, 2))])
 def test_mesh_gives_the_same_steps_as_one_device(tiny, one_device, name, shape):
     mesh = sharding.make_mesh(mesh_cfg(*shape))
@@ -68,6 +69,7 @@ def test_mesh_gives_the_same_steps_as_one_device(tiny, one_device, name, shape):
         assert local == (96, 288)
 
 
+@pytest.mark.slow
 def test_bad_mesh_and_batch_stop_with_one_line_errors(tmp_path):
     for shape, text in [((3, 1, 1), 'needs 3 devices but 8 are available'),
                         ((-1, 3, 1), '8 devices do not divide by 3'),
@@ -118,6 +120,7 @@ def restore_on_data_mesh(workdir, step):
     return checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints')).restore(step, abstract)[0]
 
 
+@pytest.mark.slow
 def test_checkpoints_resume_onto_another_mesh(tmp_path, tiny_reference):
     """Save on a data-parallel mesh, resume on an FSDP mesh: same numbers as one run."""
     over = {'train.log_every': 1, 'checkpoint.every_steps': 2, 'checkpoint.keep_last': 1,
@@ -148,6 +151,7 @@ def test_checkpoints_resume_onto_another_mesh(tmp_path, tiny_reference):
         train_quiet(config('tiny', **over, **{'train.num_steps': 8, 'model.pred_depth': 3}), tmp_path / 'split')
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = config('tiny', **{'train.num_steps': 40, 'train.log_every': 1, 'checkpoint.every_steps': 1,
                             'optim.start_lr': 100.0, 'optim.lr': 100.0, 'optim.clip_grad': 0.0})
@@ -180,6 +184,7 @@ def read_tensorboard_scalars(logdir):
     return out
 
 
+@pytest.mark.slow
 def test_tensorboard_events_match_jsonl(tiny_reference):
     workdir, _ = tiny_reference  # 20 steps, the loss logged every step
     scalars = read_tensorboard_scalars(workdir / 'tensorboard')
@@ -192,13 +197,15 @@ def test_tensorboard_events_match_jsonl(tiny_reference):
     assert os.path.getsize(workdir / 'loss.png') > 0
 
 
+@pytest.mark.slow
 def test_aot_compile_reports_per_device_memory():
     """The AOT tool's path on the 8 CPU devices (a TPU topology needs libtpu, see README)."""
     from vjepa_jax.tools import aot_compile
     cfg = config('tiny', **{'mesh.data': 1, 'mesh.fsdp': -1})
-    row = aot_compile.aot_one(cfg, jax.devices(), batch_per_chip=1, topology='cpu:8')
-    assert row['chips'] == 8 and row['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
     assert cfg.data.global_batch_size == 8
+    row = aot_compile.aot_one(cfg, jax.devices(), batch_per_chip=3, topology='cpu:8')
+    assert row['chips'] == 8 and row['mesh'] == {'data': 1, 'fsdp': 8, 'tensor': 1}
+    assert cfg.data.global_batch_size == 24 and row['batch_per_chip'] == 3  # 3 clips on each of 8 chips
     assert row['fits'] is None and 0 < row['argument_gib'] < row['peak_gib']  # no HBM figure for a CPU
     assert 'compiled (HBM of this chip unknown): peak' in aot_compile.describe(row)
     assert '| micro | 8x64 | cpu:8 | 8 | 1 | none | - |' in aot_compile.markdown_table([row])
