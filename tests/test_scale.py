@@ -208,4 +208,4 @@ def test_aot_compile_reports_per_device_memory():
     assert cfg.data.global_batch_size == 24 and row['batch_per_chip'] == 3  # 3 clips on each of 8 chips
     assert row['fits'] is None and 0 < row['argument_gib'] < row['peak_gib']  # no HBM figure for a CPU
     assert 'compiled (HBM of this chip unknown): peak' in aot_compile.describe(row)
-    assert '| micro | 8x64 | cpu:8 | 8 | 1 | none | - |' in aot_compile.markdown_table([row])
+    assert '| micro | 8x64 | cpu:8 | 8 | 3 | none | - |' in aot_compile.markdown_table([row])
