@@ -19,6 +19,8 @@ import json
 import os
 import time
 
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # before numpy/scipy load: see vjepa_jax/main.py
+
 import numpy as np
 from absl import flags
 

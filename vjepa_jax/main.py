@@ -3,6 +3,12 @@
 with a one-line error naming it. Joins multi-process runs (TPU pods, SLURM, MPI, explicit)."""
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # before numpy/scipy load OpenBLAS: its idle threads
+# keep spinning after the in-step eigvalsh (effective rank) and take the cores from XLA (~15 % of the
+# demo's step on 2 cores); XLA's own threads do the work
+
 from absl import flags
 
 from vjepa_jax import config as config_lib
