@@ -7,16 +7,15 @@ tokens 4 x 8 x 8 (tubelet 2, patch 8). Encoder: the 'mini' ViT (dim 96, depth 4)
 forward-in-time generator: the first half of the time steps is the context, the second half
 the target (max_temporal_keep 0.5). It is what the surprise test asks of the predictor; for
 the same pretraining time it scored higher on physics than with V-JEPA's long-range generator
-added (README, "The demo"). Loss: V-JEPA's L1 plus VICReg's variance (weight 1) and covariance
+added (docs/demo.md). Loss: V-JEPA's L1 plus VICReg's variance (weight 1) and covariance
 (0.04) terms on the context tokens (jepa.variance_covariance): without them the features
 collapse (effective rank 45 -> 21 in 1000 steps) and lose the direction of gravity.
 Optimisation: batch 8, 1400 steps (ipe 140 x 10 epochs), lr 3e-3 (cosine from 2e-4 to 1e-5, one
-warmup epoch), about 6 of the demo's 8.5 minutes on 2 CPU cores. With it the pretrained encoder
-beats its random init on every probe and on physics on seeds 0-4; batch 16 x 800 steps at lr
-1e-3 (the config until 2026-11-30) lost gravity on seed 2, and lr 5e-3 collapsed rank
-(48 against 67 at 3e-3, batch 16). README, "The demo".
+warmup epoch). With it the pretrained encoder beats its random init on every probe and on
+physics on seeds 0-4; batch 16 x 800 steps at lr 1e-3 lost gravity on seed 2, and lr 5e-3
+collapsed rank (48 against 67 at 3e-3, batch 16). Times and figures per host: docs/demo.md.
 
-    configs/demo.py        the demo (about 8.5 minutes on 2 CPU cores, 9.5 with the install)
+    configs/demo.py        the demo
     configs/demo.py:test   a seconds-long setting for the end-to-end test
 """
 import ml_collections
@@ -31,7 +30,8 @@ def get_config(arg=None):
                    pred_depth=2, pred_embed_dim=96, dtype='float32')
     per_step = (c.model.img_size // c.model.patch_size) ** 2
     steps = c.model.num_frames // c.model.tubelet_size
-    future = mask_generator(0, 1, 1.0, aspect_ratio=(1.0, 1.0), temporal_scale=(0.5, 0.5), max_temporal_keep=0.5)
+    future = mask_generator(1, 1.0, aspect_ratio=(1.0, 1.0), temporal_scale=(0.5, 0.5), max_temporal_keep=0.5,
+                            index=0)
     future.update(num_context=steps // 2 * per_step, num_target=(steps - steps // 2) * per_step)  # whole halves
     c.mask.generators = ml_collections.ConfigDict(dict(future=future))
     c.loss.update(var_weight=1.0, cov_weight=0.04)  # anti-collapse; 0 / 0 is V-JEPA's loss

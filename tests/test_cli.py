@@ -23,6 +23,9 @@ def test_pretraining_runs_from_another_directory(tmp_path):
         rows = [json.loads(line) for line in open(tmp_path / name / 'metrics.jsonl')]
         assert [row['step'] for row in rows] == [0, 1, 2]
     assert not os.listdir(cwd)
+    os.remove(tmp_path / 'relative' / 'loss.png')
+    r = run_tool('vjepa_jax.metrics', f'--workdir={tmp_path / "relative"}', '--keys=loss,loss_mask0', cwd=str(cwd))
+    assert r.returncode == 0 and os.path.getsize(tmp_path / 'relative' / 'loss.png') > 1000, r.stderr[-2000:]
 
 
 @pytest.mark.parametrize('module, args', [

@@ -28,8 +28,8 @@ def test_fixed_shapes_sorted_disjoint_and_deterministic(sampler):
 
 
 def test_block_geometry_reproduces_reference_coverage():
-    """Mean fraction of tokens covered by the blocks (before fixing sizes): REFERENCE.md
-    measured ~584 / 1568 context (short) and ~288 (long) before truncation."""
+    """Mean context tokens per sample before fixing sizes, as the original's collator draws them
+    on the 16 x 224 grid (measured by running it): ~584 of 1568 (short-range), ~288 (long-range)."""
     rng = np.random.default_rng(0)
     for spec, ref_ctx in ((masks.SHORT_RANGE, 584), (masks.LONG_RANGE, 288)):
         n = [masks.sample_context_mask(rng, spec, GRID, masks.sample_block_size(rng, spec, GRID)).sum()
@@ -39,8 +39,9 @@ def test_block_geometry_reproduces_reference_coverage():
 
 
 def test_kept_counts_close_to_original_at_batch_24(sampler):
-    """The original keeps the batch minimum (REFERENCE: ~362 / ~753 short, ~76 / ~1104 long at
-    batch 24); ours keeps the 5 % quantiles: as many or more tokens, never fewer than ~0.9x."""
+    """The original keeps the batch minimum (its collator at batch 24: ~362 context / ~753 target
+    short-range, ~76 / ~1104 long-range); ours keeps the 5 % quantiles: as many or more tokens,
+    never fewer than ~0.9x."""
     (kc_s, kt_s), (kc_l, kt_l) = sampler.counts
     assert 362 <= kc_s <= 1.2 * 362 and 753 <= kt_s <= 1.1 * 753
     assert 76 <= kc_l <= 1.6 * 76 and 1104 * 0.95 <= kt_l <= 1.1 * 1104

@@ -199,7 +199,7 @@ def test_tensorboard_events_match_jsonl(tiny_reference):
 
 @pytest.mark.slow
 def test_aot_compile_reports_per_device_memory():
-    """The AOT tool's path on the 8 CPU devices (a TPU topology needs libtpu, see README)."""
+    """The AOT tool's path on the 8 CPU devices (a TPU topology needs libtpu, README "Will it fit?")."""
     from vjepa_jax.tools import aot_compile
     cfg = config('tiny', **{'mesh.data': 1, 'mesh.fsdp': -1})
     assert cfg.data.global_batch_size == 8

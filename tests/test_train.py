@@ -165,3 +165,21 @@ def test_config_overrides_and_unknown_keys():
         config('tiny', **{'mask.generators.shrt.num_blocks': 4})
     with pytest.raises(UsageError, match=r"unknown config key 'model.depthh'"):
         config('tiny', **{'model.depthh': 4})
+
+
+def test_workdirs_from_before_the_generator_index_resume_only_with_their_order():
+    """Before generators carried `index`, two generators ran in sorted-name order (long, short):
+    resuming such a workdir with the original's order would swap its mask tokens."""
+    from vjepa_jax import train
+    cfg = config('tiny')
+    old = json.loads(cfg.to_json_best_effort())
+    for g in old['mask']['generators'].values():
+        del g['index']
+    with pytest.raises(UsageError, match=r'--config.mask.generators.long.index=0 --config.mask.generators.short.index=1'):
+        train.check_mask_order({'config': old}, cfg, 6)
+    swapped = config('tiny', **{'mask.generators.long.index': 0, 'mask.generators.short.index': 1})
+    train.check_mask_order({'config': old}, swapped, 6)  # resumes with its own pairing
+    train.check_mask_order({'config': old, 'converted_from': 'vitl16.pth.tar'}, cfg, 6)  # the original's order
+    train.check_mask_order({'config': json.loads(cfg.to_json_best_effort())}, cfg, 6)  # written with indices
+    with pytest.raises(UsageError, match='indices'):
+        masks.generator_names(config('tiny', **{'mask.generators.long.index': 0}).mask)

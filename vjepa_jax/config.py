@@ -94,12 +94,17 @@ def define_workdir_flag(default: str | None = None, help_string: str = 'where th
 
 
 def _resolve_config_argv(argv: list) -> list:
-    """--config=FILE[:arg] resolved with repo_path (config_flags reads it from the cwd)."""
-    out = []
-    for a in argv:
-        if a.startswith('--config=') and not a.startswith('--config=-'):
+    """--config=FILE[:arg] (or --config FILE[:arg]) resolved with repo_path, as --config=PATH
+    (config_flags reads it from the cwd)."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == '--config' and i + 1 < len(argv):
+            a, i = '--config=' + argv[i + 1], i + 1
+        if a.startswith('--config='):
             a = '--config=' + repo_path(a[len('--config='):])
         out.append(a)
+        i += 1
     return out
 
 
@@ -117,24 +122,33 @@ def _parse_flags(argv: list) -> list:
         return flags.FLAGS(argv)
     except flags.Error as e:
         sys.exit(f'error: {e}')
-    except AttributeError as e:  # config_flags on a key the locked config does not have
-        bad = next((a.split('=')[0][len('--config.'):] for a in argv if a.startswith('--config.') and _missing(a)), str(e))
-        sys.exit(f'error: unknown config key {bad!r}: check the spelling (--helpconfig lists the fields)')
+    except AttributeError as e:  # config_flags on a key the locked config does not have (or the file's own)
+        bad = _unknown_override(argv)
+        if bad is not None:
+            sys.exit(f'error: unknown config key {bad!r}: check the spelling (--helpconfig lists the fields)')
+        file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), 'the config')
+        sys.exit(f'error: {file}: AttributeError: {e}')
     except Exception as e:  # noqa: BLE001  (the config file itself failed: syntax, a name error, ...)
         where = f' line {e.lineno}' if isinstance(e, SyntaxError) else ''
         file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), 'the config')
         sys.exit(f'error: {file}{where}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}')
 
 
-def _missing(arg: str) -> bool:
-    from absl import flags
-    config = flags.FLAGS['config'].value
-    key = arg[len('--config.'):].split('=')[0]
+def _unknown_override(argv: list) -> str | None:
+    """The first --config.a.b key of argv that the --config file's config does not have."""
+    file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), None)
     try:
-        get_field(config, key)
-        return False
-    except UsageError:
-        return True
+        config = load_config(file) if file else None
+    except Exception:  # noqa: BLE001  (the file itself is broken: reported as such)
+        return None
+    for a in argv:
+        if config is not None and a.startswith('--config.'):
+            key = a[len('--config.'):].split('=')[0]
+            try:
+                get_field(config, key)
+            except UsageError:
+                return key
+    return None
 
 
 def run(main) -> None:
@@ -149,7 +163,7 @@ def run(main) -> None:
         if not any(a.startswith(('--verbosity', '-v=')) for a in sys.argv):
             logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows them
         if flags.FLAGS.helpconfig:
-            print(flags.FLAGS.config)
+            print(flags.FLAGS.config if 'config' in flags.FLAGS else 'this tool takes no --config')
             return 0
         try:
             return main(argv)

@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 if __name__ == '__main__':
     _CONFIG = config_lib.define_config_flag(DEFAULT_CONFIG, 'the demo config FILE[:arg] (default configs/demo.py)')
     config_lib.define_workdir_flag('workdir/demo', 'where the world, runs, PNGs and report.md go')
-    flags.DEFINE_integer('seed', 0, 'the world and model seed')
+    flags.DEFINE_integer('seed', None, 'the world and model seed (default: the config\'s, 0)')
 
 
 def world_config(config):
@@ -343,8 +343,8 @@ def main(argv):
     import jax
     jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(FLAGS.workdir), 'jax_cache'))
     config = _CONFIG.value
-    config.seed = FLAGS.seed
-    config.demo.world.seed = FLAGS.seed
+    if FLAGS.seed is not None:
+        config.seed = config.demo.world.seed = FLAGS.seed
     try:
         run(config, FLAGS.workdir)
     except (ValueError, KeyError) as e:

@@ -14,14 +14,20 @@ from absl import flags
 from vjepa_jax import config as config_lib
 
 FLAGS = flags.FLAGS
-_CONFIG = config_lib.define_config_flag(help_string='pretraining config, e.g. configs/pretrain/vitl16.py[:arg]')
-config_lib.define_workdir_flag(help_string='where metrics, TensorBoard files and checkpoints go (local or gs://)')
-flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
-                  'jax.distributed.initialize: auto = when a cluster is detected (TPU pod, SLURM, MPI) or '
-                  '--coordinator_address is given')
-flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for clusters JAX does not detect')
-flags.DEFINE_integer('num_processes', None, 'number of processes (with --coordinator_address)')
-flags.DEFINE_integer('process_id', None, 'this process (with --coordinator_address)')
+_CONFIG = None  # the --config flag, when run as the entry point
+
+
+def define_flags():
+    """The command line (defined only when run as the entry point, so tools import together)."""
+    global _CONFIG
+    _CONFIG = config_lib.define_config_flag(help_string='pretraining config, e.g. configs/pretrain/vitl16.py[:arg]')
+    config_lib.define_workdir_flag(help_string='where metrics, TensorBoard files and checkpoints go (local or gs://)')
+    flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
+                      'jax.distributed.initialize: auto = when a cluster is detected (TPU pod, SLURM, MPI) or '
+                      '--coordinator_address is given')
+    flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for clusters JAX does not detect')
+    flags.DEFINE_integer('num_processes', None, 'number of processes (with --coordinator_address)')
+    flags.DEFINE_integer('process_id', None, 'this process (with --coordinator_address)')
 
 
 def cluster_detected(env=None) -> bool:
@@ -63,4 +69,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    define_flags()
     config_lib.run(main)

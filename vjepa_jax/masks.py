@@ -13,7 +13,7 @@ per-sample context and target counts, measured once by Monte Carlo from the spec
 A sample whose counts fall below them is redrawn (like the original's empty-context
 redraw); larger sets are cut to the fixed size by a uniform random subset, so no frame,
 row or column is favoured. At batch 24 the original's batch minimum sits near the 4 %
-quantile, so the kept counts are close to the original's (README: table of means).
+quantile, so the kept counts are close to the original's (docs/masking.md: table of means).
 
 Shapes: a call returns, per generator, (context (B, Kc) int32, target (B, Kt) int32),
 each row sorted, disjoint, indices into the flattened (t, h, w) grid.
@@ -138,10 +138,11 @@ class MultiBlockMaskSampler:
 def generator_names(mask_cfg) -> list:
     """The generators' names in index order: the original's list order, which is also the
     predictor's mask token each one uses (a ConfigDict iterates its keys sorted by name)."""
+    from vjepa_jax.config import UsageError
     names = sorted(mask_cfg.generators, key=lambda n: mask_cfg.generators[n].index)
     indices = [mask_cfg.generators[n].index for n in names]
     if indices != list(range(len(names))):
-        raise ValueError(f'mask.generators: the indices {dict(zip(names, indices))} must be 0..{len(names) - 1}, '
+        raise UsageError(f'mask.generators: the indices {dict(zip(names, indices))} must be 0..{len(names) - 1}, '
                          f'each once (the original\'s order: short-range 0, long-range 1)')
     return names
 

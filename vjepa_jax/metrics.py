@@ -1,6 +1,6 @@
 """Metrics a person can read and plot: JSON lines, TensorBoard event files (tensorboardX,
 no TensorFlow needed), a progress line (steps/s, clips/s, ETA), and a loss-curve PNG
-(`python -m vjepa_jax.metrics WORKDIR` redraws it at any time)."""
+(`python -m vjepa_jax.metrics --workdir=DIR [--keys=loss,loss_mask0]` redraws it at any time)."""
 from __future__ import annotations
 
 import json
@@ -172,7 +172,24 @@ def plot_loss_curve(jsonl_path: str, png_path: str, keys=('loss',)) -> str:
     return png_path
 
 
-if __name__ == '__main__':  # python -m vjepa_jax.metrics WORKDIR [KEY ...]
-    workdir = sys.argv[1]
-    print(plot_loss_curve(os.path.join(workdir, 'metrics.jsonl'), os.path.join(workdir, 'loss.png'),
-                          tuple(sys.argv[2:]) or ('loss',)))
+def main(argv):
+    from absl import flags
+
+    from vjepa_jax.config import UsageError
+    workdir = flags.FLAGS.workdir
+    if len(argv) > 1 or not workdir:
+        raise UsageError('pass --workdir=DIR (a training workdir) [--keys=loss,loss_mask0]')
+    path = os.path.join(workdir, 'metrics.jsonl')
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{path} not found: --workdir is where a run wrote metrics.jsonl')
+    keys = tuple(k.strip() for k in flags.FLAGS.keys.split(',') if k.strip()) or ('loss',)
+    print(plot_loss_curve(path, os.path.join(workdir, 'loss.png'), keys))
+
+
+if __name__ == '__main__':
+    from absl import flags
+
+    from vjepa_jax import config as config_lib
+    config_lib.define_workdir_flag(help_string='a training workdir (its metrics.jsonl); loss.png is written there')
+    flags.DEFINE_string('keys', 'loss', 'comma-separated metrics.jsonl keys to plot')
+    config_lib.run(main)

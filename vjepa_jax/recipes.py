@@ -10,8 +10,8 @@ from __future__ import annotations
 import ml_collections
 
 
-def mask_generator(index, num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal_scale=(1.0, 1.0),
-                   max_temporal_keep=1.0):
+def mask_generator(num_blocks, spatial_scale, aspect_ratio=(0.75, 1.5), temporal_scale=(1.0, 1.0),
+                   max_temporal_keep=1.0, *, index: int):
     """One multi-block mask generator. index: its place in the original's list of generators,
     which is also the predictor's mask token it uses (ConfigDict sorts its keys by name, so the
     order is this field, never the names; masks.generator_names)."""
@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.mask = ml_collections.ConfigDict(dict(
         keep_quantile=0.05,
         generators=ml_collections.ConfigDict(dict(  # one learned mask token per generator, by index
-            short=mask_generator(0, 8, 0.15), long=mask_generator(1, 2, 0.7))),  # the original's order
+            short=mask_generator(8, 0.15, index=0), long=mask_generator(2, 0.7, index=1))),  # the original's order
     ))
     c.loss = ml_collections.ConfigDict(dict(loss_exp=1.0, var_weight=0.0, cov_weight=0.0))  # weights: jepa.jepa_loss
     c.optim = ml_collections.ConfigDict(dict(

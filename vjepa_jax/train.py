@@ -67,6 +67,19 @@ def check_resumable(meta: dict, config, step: int) -> None:
                          f'a new workdir')
 
 
+def check_mask_order(meta: dict, config, step: int) -> None:
+    """One-line error when the workdir was trained before generators carried an `index`: it ran
+    them in sorted-name order (mask token i for the i-th name), which may not be this config's."""
+    saved = meta.get('config', {}).get('mask', {}).get('generators', {})
+    if len(saved) < 2 or meta.get('converted_from') or any('index' in g for g in saved.values()):
+        return
+    ran, now = sorted(saved), masks.generator_names(config.mask)
+    if ran != now:
+        flags = ' '.join(f'--config.mask.generators.{name}.index={i}' for i, name in enumerate(ran))
+        raise UsageError(f'checkpoint {step} ran its mask generators in the order {ran} (mask token i for the '
+                         f'i-th), this config in {now}: pass {flags} to resume with its pairing, or use a new workdir')
+
+
 def check_finite(out: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
     names = ('loss', 'grad_norm_encoder', 'grad_norm_predictor')
     bad = {k: float(out[k]) for k in names if not np.isfinite(out[k])}
@@ -107,6 +120,7 @@ def train(config, workdir: str, log: Callable = print) -> dict:
         state = jax.jit(init, out_shardings=train_state.shardings_of(abstract_state))()
     else:
         check_resumable(ckpt.restore_meta(start), config, start)
+        check_mask_order(ckpt.restore_meta(start), config, start)
         state, _ = ckpt.restore(start, abstract_state)
         if not ckpt.restore_data(start, data):
             data.set_state(DataStream.position(start).get_state())

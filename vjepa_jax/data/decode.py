@@ -2,7 +2,7 @@
 
 Why PyAV: it installs from PyPI with FFmpeg inside (H.264, VP8/VP9, AV1 ...) on every
 platform, is maintained, and decodes from memory; `benchmarks/data.py` measures it next to
-OpenCV and decord on the same files (README: Datasets).
+OpenCV and decord on the same files (docs/scaling.md).
 
 Frame indices are positions in display order, 0-based, at the stream's average rate.
 """

@@ -8,8 +8,8 @@ memory and FLOPs.
       --topology=v5e:4x4,v6e:4x4 --batch_per_chip=8,16 --output=aot.jsonl     # a table (rows appended)
 
 Topology names are libtpu's: v5e:RxC (v5litepod-N), v5p:AxBxC (v5p-2N: N chips), v6e:RxC,
-v4:AxBxC. The mesh comes from the config; without any --config.mesh.* flag it is FSDP over all
-chips (mesh.data=1, mesh.fsdp=-1). Compiling
+v4:AxBxC. The mesh defaults to FSDP over all chips (mesh.data=1, mesh.fsdp=-1); a
+--config.mesh.* flag replaces that field. Compiling
 is the real TPU compiler: a program that does not fit fails with RESOURCE_EXHAUSTED,
 which is reported as "no".
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 
 from absl import flags
@@ -110,8 +109,8 @@ def main(argv):
     if _CONFIG.value is None:
         raise config_lib.UsageError('pass --config=configs/pretrain/<name>.py')
     config = _CONFIG.value
-    if not any(a.startswith('--config.mesh.') for a in sys.argv):
-        config.mesh.update(data=1, fsdp=-1)  # FSDP over all chips unless the command line says otherwise
+    given = set(FLAGS['config'].override_values)  # FSDP over all chips, field by field unless set on the command line
+    config.mesh.update({k: v for k, v in (('data', 1), ('fsdp', -1)) if f'mesh.{k}' not in given})
     rows = []
     for topology in FLAGS.topology.split(','):
         for batch in FLAGS.batch_per_chip.split(','):

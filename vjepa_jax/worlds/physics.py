@@ -405,7 +405,7 @@ def make_pair(rng: np.random.Generator, cfg: WorldConfig, kind: str, max_tries: 
 
 
 # ----------------------------------------------------------------------------------------
-# Writing the world: videos + facts (a dataset for builders.PhysicsWorld) and VoE pairs
+# Writing the world: videos + facts (a dataset for physics_tfds.PhysicsWorld) and VoE pairs
 # ----------------------------------------------------------------------------------------
 def write_world(folder: str, cfg: WorldConfig, counts: dict, pairs_per_kind: int, seed: int = 0,
                 kinds=VIOLATIONS, log=print) -> dict:
