@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # as the entry points (vjepa_jax/main.py)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402

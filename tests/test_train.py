@@ -74,6 +74,7 @@ def test_variance_covariance_flags_collapse():
     assert var2 > 0.1 and cov2 > 1.0
 
 
+@pytest.mark.slow  # two more compiled loss-and-gradient variants (~20 s of the fast tier's 2 minutes)
 def test_variance_covariance_weights_reach_the_encoder_only(tiny):
     import dataclasses
     cfg, trainer, sampler, state = tiny
