@@ -108,16 +108,19 @@ def _resolve_config_argv(argv: list) -> list:
     return out
 
 
+def _config_arg(argv: list) -> str | None:
+    """The FILE[:arg] of argv's --config=FILE[:arg], if any."""
+    return next((a[len('--config='):] for a in argv if a.startswith('--config=')), None)
+
+
 def _parse_flags(argv: list) -> list:
     """absl parsing with every mistake as one line: unknown flags, unknown config keys, values
     of the wrong type, a missing or broken config file."""
     from absl import flags
-    for a in argv:
-        if a.startswith('--config='):
-            file = a[len('--config='):].partition(':')[0]
-            if not os.path.exists(file):
-                sys.exit(f'error: config file {file} not found: pass --config=configs/<...>.py (from the repository '
-                         f'root or any directory) or an absolute path')
+    given = _config_arg(argv)
+    if given is not None and not os.path.exists(given.partition(':')[0]):
+        sys.exit(f'error: config file {given.partition(":")[0]} not found: pass --config=configs/<...>.py (from the '
+                 f'repository root or any directory) or an absolute path')
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -126,17 +129,16 @@ def _parse_flags(argv: list) -> list:
         bad = _unknown_override(argv)
         if bad is not None:
             sys.exit(f'error: unknown config key {bad!r}: check the spelling (--helpconfig lists the fields)')
-        file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), 'the config')
-        sys.exit(f'error: {file}: AttributeError: {e}')
+        sys.exit(f'error: {given or "the config"}: AttributeError: {e}')
     except Exception as e:  # noqa: BLE001  (the config file itself failed: syntax, a name error, ...)
         where = f' line {e.lineno}' if isinstance(e, SyntaxError) else ''
-        file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), 'the config')
-        sys.exit(f'error: {file}{where}: {type(e).__name__}: {e.msg if isinstance(e, SyntaxError) else e}')
+        sys.exit(f'error: {given or "the config"}{where}: {type(e).__name__}: '
+                 f'{e.msg if isinstance(e, SyntaxError) else e}')
 
 
 def _unknown_override(argv: list) -> str | None:
     """The first --config.a.b key of argv that the --config file's config does not have."""
-    file = next((a[len('--config='):] for a in argv if a.startswith('--config=')), None)
+    file = _config_arg(argv)
     try:
         config = load_config(file) if file else None
     except Exception:  # noqa: BLE001  (the file itself is broken: reported as such)
@@ -166,6 +168,8 @@ def run(main) -> None:
             print(flags.FLAGS.config if 'config' in flags.FLAGS else 'this tool takes no --config')
             return 0
         try:
+            if len(argv) > 1:
+                raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
             return main(argv)
         except (UsageError, FileNotFoundError, FileExistsError) as e:
             sys.exit(f'error: {e}')

@@ -338,8 +338,6 @@ def run(config, workdir: str, log=print) -> dict:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     import jax
     jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(FLAGS.workdir), 'jax_cache'))
     config = _CONFIG.value

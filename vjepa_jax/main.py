@@ -56,8 +56,6 @@ def init_distributed() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     if _CONFIG.value is None or not FLAGS.workdir:
         raise config_lib.UsageError('pass --config=configs/pretrain/<name>.py and --workdir=DIR')
     init_distributed()

@@ -177,7 +177,7 @@ def main(argv):
 
     from vjepa_jax.config import UsageError
     workdir = flags.FLAGS.workdir
-    if len(argv) > 1 or not workdir:
+    if not workdir:
         raise UsageError('pass --workdir=DIR (a training workdir) [--keys=loss,loss_mask0]')
     path = os.path.join(workdir, 'metrics.jsonl')
     if not os.path.exists(path):

@@ -38,8 +38,6 @@ def build(builder: str, data_dir: str, csv: str = '', val_csv: str = '', manual_
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     if not FLAGS.builder or not FLAGS.data_dir:
         raise config_lib.UsageError('pass --builder=NAME[/CONFIG] and --data_dir=DIR')
     try:

@@ -21,8 +21,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     from vjepa_jax.evals import probe_eval
-    if len(argv) > 1:
-        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     if _CONFIG.value is None or not FLAGS.workdir:
         raise config_lib.UsageError('pass --config=configs/eval/<name>.py and --workdir=DIR')
     try:

@@ -313,8 +313,6 @@ def define_flags():
 
 def main(argv):
     from vjepa_jax.config import UsageError
-    if len(argv) > 1:
-        raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     if _CONFIG.value is None or not FLAGS.workdir or not FLAGS.pairs:
         raise UsageError('pass --config=CONFIG --pairs=LIST --workdir=DIR and --checkpoint=WORKDIR (or --random_init)')
     try:

@@ -104,8 +104,6 @@ def describe(row: dict) -> str:
 
 def main(argv):
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-    if len(argv) > 1:
-        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     if _CONFIG.value is None:
         raise config_lib.UsageError('pass --config=configs/pretrain/<name>.py')
     config = _CONFIG.value

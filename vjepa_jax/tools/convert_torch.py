@@ -400,8 +400,6 @@ def main(argv):
         return _CONFIG.value
 
     try:
-        if len(argv) > 1:
-            raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
         if not FLAGS.output:
             raise UsageError('pass --output=... (a new directory; with --to_torch, the .pth.tar to write)')
         if FLAGS.to_torch:

@@ -41,8 +41,6 @@ def main(argv):
     from vjepa_jax.data import decode
     from vjepa_jax.evals import features, views
     try:
-        if len(argv) > 1:
-            raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
         if not (_CONFIG.value is not None and FLAGS.input and FLAGS.output):
             raise UsageError('pass --config=configs/pretrain/<name>.py --input=FILE_OR_FOLDER --output=FILE.npy')
         if not FLAGS.output.endswith(('.npy', '.array_record')):

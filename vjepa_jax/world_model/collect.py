@@ -70,8 +70,6 @@ def collect(env_name: str, workdir: str, episodes: int, steps: int, seed: int = 
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise config_lib.UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     if not FLAGS.workdir:
         raise config_lib.UsageError('pass --workdir=DIR (episodes go to DIR/episodes)')
     folder = collect(FLAGS.env, FLAGS.workdir, FLAGS.episodes, FLAGS.steps, FLAGS.seed,

@@ -19,7 +19,6 @@ import numpy as np
 from absl import flags
 
 from vjepa_jax import config as config_lib
-from vjepa_jax.config import UsageError
 from vjepa_jax.worlds import physics
 
 FLAGS = flags.FLAGS
@@ -82,8 +81,6 @@ def extrapolation_error(cfg: physics.WorldConfig, videos: list, last_context: in
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
     cfg = physics.WorldConfig()
     splits = sorted({'train': FLAGS.train, 'validation': FLAGS.validation}.items())  # write_world's order
     train, validation = (simulate_split(cfg, FLAGS.seed, s, n) for s, (_, n) in enumerate(splits))
