@@ -44,10 +44,14 @@ class GradientConfig:
     learning_rate: float = 0.05  # in units of the half-range
 
 
+def _bounds(low, high, action_dim: int) -> tuple:
+    """Scalar or per-dimension bounds -> (low (A,), high (A,)) float32."""
+    return tuple(jnp.broadcast_to(jnp.asarray(v, jnp.float32), (action_dim,)) for v in (low, high))
+
+
 def cem(energy_fn: Callable, key: jax.Array, cfg: CEMConfig, low, high) -> tuple:
     """-> (actions (H, A), energy of them). energy_fn: (S, H, A) -> (S,)."""
-    low, high = jnp.broadcast_to(jnp.asarray(low, jnp.float32), (cfg.action_dim,)), \
-        jnp.broadcast_to(jnp.asarray(high, jnp.float32), (cfg.action_dim,))
+    low, high = _bounds(low, high, cfg.action_dim)
     shape = (cfg.horizon, cfg.action_dim)
     mean = jnp.broadcast_to((low + high) / 2, shape)
     std = jnp.broadcast_to(cfg.init_std * (high - low) / 2, shape)
@@ -68,8 +72,7 @@ def cem(energy_fn: Callable, key: jax.Array, cfg: CEMConfig, low, high) -> tuple
 
 def gradient_plan(energy_fn: Callable, key: jax.Array, cfg: GradientConfig, low, high) -> tuple:
     """-> (actions (H, A), energy of them). energy_fn: (S, H, A) -> (S,), differentiable."""
-    low, high = jnp.broadcast_to(jnp.asarray(low, jnp.float32), (cfg.action_dim,)), \
-        jnp.broadcast_to(jnp.asarray(high, jnp.float32), (cfg.action_dim,))
+    low, high = _bounds(low, high, cfg.action_dim)
     actions = jax.random.uniform(key, (cfg.restarts, cfg.horizon, cfg.action_dim), minval=low, maxval=high)
     tx = optax.adam(cfg.learning_rate * jnp.max(high - low) / 2)
 

@@ -51,6 +51,8 @@ class Push(gym.Env):
         self.pusher, self.block = np.full(2, 0.2), np.full(2, 0.5)
         self.goal, self.goal_pusher = np.full(2, 0.7), np.full(2, 0.2)
         self.steps = 0
+        centres = (np.arange(c.size) + 0.5) / c.size  # pixel centres in world units, once
+        self._yy, self._xx = np.meshgrid(centres, centres, indexing='ij')
 
     # -- physics ----------------------------------------------------------------------------
     def contact(self, pusher: np.ndarray, block: np.ndarray) -> np.ndarray:
@@ -93,9 +95,7 @@ class Push(gym.Env):
 
     def render_state(self, pusher: np.ndarray, block: np.ndarray) -> np.ndarray:
         """(size, size, 3) uint8: the block, then the pusher on top."""
-        c = self.config
-        centres = (np.arange(c.size) + 0.5) / c.size
-        yy, xx = np.meshgrid(centres, centres, indexing='ij')
+        c, yy, xx = self.config, self._yy, self._xx
         frame = np.empty((c.size, c.size, 3), np.uint8)
         frame[:] = BACKGROUND
         frame[(np.abs(yy - block[0]) <= c.block_half) & (np.abs(xx - block[1]) <= c.block_half)] = BLOCK

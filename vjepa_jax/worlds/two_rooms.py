@@ -50,6 +50,8 @@ class TwoRooms(gym.Env):
         self.state = np.full(2, 0.25)
         self.goal = np.full(2, 0.75)
         self.steps = 0
+        centres = (np.arange(c.size) + 0.5) / c.size  # pixel centres in world units, once
+        self._yy, self._xx = np.meshgrid(centres, centres, indexing='ij')
         self._walls = self._wall_mask()
 
     # -- geometry ---------------------------------------------------------------------------
@@ -89,9 +91,7 @@ class TwoRooms(gym.Env):
 
     # -- rendering --------------------------------------------------------------------------
     def _wall_mask(self) -> np.ndarray:
-        c = self.config
-        centres = (np.arange(c.size) + 0.5) / c.size
-        yy, xx = np.meshgrid(centres, centres, indexing='ij')
+        c, yy, xx = self.config, self._yy, self._xx
         wall = np.abs(xx - 0.5) < c.wall_width / 2
         door = np.abs(yy - c.door_y) < c.door_height / 2
         return wall & ~door
@@ -102,9 +102,7 @@ class TwoRooms(gym.Env):
         frame = np.empty((c.size, c.size, 3), np.uint8)
         frame[:] = BACKGROUND
         frame[self._walls] = WALL
-        centres = (np.arange(c.size) + 0.5) / c.size
-        yy, xx = np.meshgrid(centres, centres, indexing='ij')
-        frame[(yy - pos[0]) ** 2 + (xx - pos[1]) ** 2 <= c.agent_radius ** 2] = AGENT
+        frame[(self._yy - pos[0]) ** 2 + (self._xx - pos[1]) ** 2 <= c.agent_radius ** 2] = AGENT
         return frame
 
     def render(self):
