@@ -110,7 +110,7 @@ def clip_per_network(max_norm: float | None, start_step: int) -> optax.GradientT
 def make_optimizer(opt, sched: Schedules) -> optax.GradientTransformation:
     """AdamW(betas, eps) with scheduled lr and wd, decay mask, per-network clipping."""
     return optax.chain(
-        clip_per_network(opt.clip_grad, sched.clip_start),
+        clip_per_network(opt.clip_grad or None, sched.clip_start),  # clip_grad 0: no clipping
         optax.scale_by_adam(b1=opt.betas[0], b2=opt.betas[1], eps=opt.eps),
         optax.add_decayed_weights(sched.wd, mask=decay_mask),
         optax.scale_by_learning_rate(sched.lr),

@@ -174,3 +174,41 @@ def recipe(dataset: str, num_classes: int, segments: int, views: int, encoder: s
         c.probe.update(style='vjepa2', depth=4, num_heads=16)
         c.optim.update(lr=VJEPA2_LR, weight_decay=VJEPA2_WD, decay_all=True)
     return c
+
+
+# ----------------------------------------------------------------------------------------
+# V-JEPA 2-AC: the action-conditioned predictor on a frozen encoder (world_model/trainer.py)
+# ----------------------------------------------------------------------------------------
+def world_model_config() -> ml_collections.ConfigDict:
+    """V-JEPA 2-AC as released (app/vjepa_droid, configs/train/vitg16/droid-256px-8f): ViT-g
+    encoder at 256 px, predictor 24 x 1024, 16 heads, windows of 8 frames at 4 fps, teacher
+    forcing + 2-step rollout L1 on layer-normed tokens, AdamW warmup-stable-decay."""
+    c = ml_collections.ConfigDict()
+    c.seed = 239
+    c.encoder = ml_collections.ConfigDict(dict(
+        workdir='',               # a pretraining or converted workdir (its newest checkpoint's EMA target)
+        seed=0,                   # no workdir: a random init of `model` (a baseline, and the tests)
+        model=ml_collections.ConfigDict(dict(variant='giant_xformers', img_size=256, num_frames=64,
+                                             patch_size=16, tubelet_size=2, pos_embed='rope', dtype='bfloat16')),
+    ))
+    c.predictor = ml_collections.ConfigDict(dict(
+        embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
+        action_dim=7,             # actions and proprioceptive states (DROID: xyz, euler xyz, gripper)
+        rope_form='tiled', remat_policy='full', dtype='bfloat16'))
+    c.loss = ml_collections.ConfigDict(dict(auto_steps=2, loss_exp=1.0))
+    c.data = ml_collections.ConfigDict(dict(
+        episodes='',              # a folder of .npz episodes (world_model/collect.py) ...
+        tfds='', data_dir='', split='train',  # ... or a built trajectories dataset
+        num_frames=8,             # frames per window (8 at 4 fps in the original)
+        frame_step=1,             # env / recorded steps between window frames (DROID: set when building at 4 fps)
+        val_episodes=0,           # the last N episodes are held out (val_rollout)
+        global_batch_size=256,    # 8 per GPU x 32 GPUs
+    ))
+    c.optim = ml_collections.ConfigDict(dict(
+        ipe=300, epochs=315, ipe_scale=1.0, warmup=15, lr_schedule='wsd', anneal=15,
+        start_lr=7.5e-5, lr=4.25e-4, final_lr=0.0, weight_decay=0.04, final_weight_decay=0.04,
+        ema=(1.0, 1.0), clip_grad=0.0, betas=(0.9, 0.999), eps=1e-8))  # no clipping, no EMA
+    c.train = ml_collections.ConfigDict(dict(num_steps=0, log_every=10, tensorboard=True))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep_last=3, async_save=True))
+    return c

@@ -5,8 +5,11 @@
   python -m vjepa_jax.data.build --builder=ssv2 --manual_dir=SSV2 --data_dir=DIR
   python -m vjepa_jax.data.build --builder=image_folder/imagenet1k --manual_dir=IMAGENET --data_dir=DIR
   python -m vjepa_jax.data.build --builder=physics_world --manual_dir=WORLD --data_dir=DIR
+  python -m vjepa_jax.data.build --builder=trajectories --manual_dir=EPISODES --data_dir=DIR
+  python -m vjepa_jax.data.build --builder=trajectories/droid --manual_dir=DROID --data_dir=DIR [--camera=left]
 --builder is NAME or NAME/CONFIG as TFDS writes it (kinetics: k400 | k600 | k700; image_folder:
-imagenet1k | places205 | inat21 | custom). Read back with
+imagenet1k | places205 | inat21 | custom; trajectories: npz (world_model.collect episodes, the
+default) | droid; --codec=lossless | h264 overrides its frame encoding). Read back with
 tfds.data_source('video_csv', data_dir=DIR, split='train') after `import vjepa_jax.data.builders`.
 """
 from __future__ import annotations
@@ -16,20 +19,26 @@ from absl import flags
 
 from vjepa_jax import config as config_lib
 from vjepa_jax.data.builders import BUILDERS as VIDEO_BUILDERS
+from vjepa_jax.data.trajectories import Trajectories
 from vjepa_jax.worlds.physics_tfds import PhysicsWorld
 
-BUILDERS = {**VIDEO_BUILDERS, 'physics_world': PhysicsWorld}
+BUILDERS = {**VIDEO_BUILDERS, 'physics_world': PhysicsWorld, 'trajectories': Trajectories}
 FLAGS = flags.FLAGS
 
 
-def build(builder: str, data_dir: str, csv: str = '', val_csv: str = '', manual_dir: str = '') -> tfds.core.DatasetBuilder:
-    """builder: NAME or NAME/CONFIG (kinetics/k400)."""
+def build(builder: str, data_dir: str, csv: str = '', val_csv: str = '', manual_dir: str = '', camera: str = '',
+          codec: str = '') -> tfds.core.DatasetBuilder:
+    """builder: NAME or NAME/CONFIG (kinetics/k400). camera, codec: trajectories only."""
     name, _, config = builder.partition('/')
     if name not in BUILDERS:
         raise config_lib.UsageError(f'--builder={builder}: choose one of {sorted(BUILDERS)} (NAME or NAME/CONFIG)')
     kwargs = dict(data_dir=data_dir)
     if name == 'video_csv':
         kwargs.update(csv=csv or None, val_csv=val_csv or None)
+    if name == 'trajectories':
+        kwargs.update(camera=camera or None, codec=codec or None)
+    elif camera or codec:
+        raise config_lib.UsageError(f'--camera and --codec are for --builder=trajectories, not {builder}')
     if config:
         kwargs['config'] = config
     b = BUILDERS[name](**kwargs)
@@ -41,7 +50,7 @@ def main(argv):
     if not FLAGS.builder or not FLAGS.data_dir:
         raise config_lib.UsageError('pass --builder=NAME[/CONFIG] and --data_dir=DIR')
     try:
-        b = build(FLAGS.builder, FLAGS.data_dir, FLAGS.csv, FLAGS.val_csv, FLAGS.manual_dir)
+        b = build(FLAGS.builder, FLAGS.data_dir, FLAGS.csv, FLAGS.val_csv, FLAGS.manual_dir, FLAGS.camera, FLAGS.codec)
     except ValueError as e:
         raise config_lib.UsageError(str(e)) from None
     if not b.written:
@@ -62,6 +71,8 @@ def define_flags():
     flags.DEFINE_string('csv', '', 'video_csv: the train list ("path label" per line)')
     flags.DEFINE_string('val_csv', '', 'video_csv: the validation list')
     flags.DEFINE_string('manual_dir', '', 'the folder holding the videos / annotations')
+    flags.DEFINE_string('camera', '', 'trajectories/droid: the camera (left | right | wrist | ext1 | ext2)')
+    flags.DEFINE_string('codec', '', 'trajectories: lossless (npz default) | h264 (droid default)')
 
 
 if __name__ == '__main__':

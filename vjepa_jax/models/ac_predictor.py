@@ -20,14 +20,14 @@ from vjepa_jax.models.vit import _layer_norm, _linear, make_blocks, run_blocks
 
 
 def step_layout(num_steps: int, frame_tokens: int, cond_tokens: int, grid: Sequence[int]):
-    """Static per-token step index (S,), RoPE coords (S, 3) and block-causal mask (S, S) for
-    S = num_steps * (cond_tokens + frame_tokens)."""
+    """Static per-token step index (S,) and RoPE coords (S, 3) for S = num_steps * (cond_tokens +
+    frame_tokens). The attention builds the block-causal mask from the step indices."""
     per_step = cond_tokens + frame_tokens
     step = np.repeat(np.arange(num_steps), per_step)
     within = np.tile(np.arange(per_step), num_steps) - cond_tokens  # < 0 for conditioning tokens
     frame = np.maximum(within, 0)
     coords = np.stack([step, np.where(within < 0, 0, frame // grid[1]), np.where(within < 0, 0, frame % grid[1])], -1)
-    return step, coords.astype(np.int32), step[:, None] >= step[None, :]
+    return step.astype(np.int32), coords.astype(np.int32)
 
 
 class ACPredictor(nnx.Module):
@@ -72,10 +72,10 @@ class ACPredictor(nnx.Module):
             cond.append(self.extrinsics_encoder(extrinsics))
         x = jnp.concatenate([c[:, :, None].astype(x.dtype) for c in cond] + [x], axis=2)
         x = x.reshape(b, steps * (self.cond_tokens + frame_tokens), -1)
-        _, coords, mask = step_layout(steps, frame_tokens, self.cond_tokens, self.grid)
+        step, coords = step_layout(steps, frame_tokens, self.cond_tokens, self.grid)
         x = run_blocks(self.predictor_blocks, x, jnp.broadcast_to(jnp.asarray(coords), (b, *coords.shape)),
                        scan=self.scan_layers, remat_policy=self.remat_policy,
-                       mask=jnp.asarray(mask) if self.frame_causal else None)
+                       steps=jnp.asarray(step) if self.frame_causal else None)
         x = x.reshape(b, steps, self.cond_tokens + frame_tokens, -1)[:, :, self.cond_tokens:]
         return self.predictor_proj(self.predictor_norm(x.reshape(b, steps * frame_tokens, -1)))
 

@@ -177,23 +177,25 @@ def _layer_norm(dim, dtype, param_dtype, rngs, eps=1e-6):
     return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def attention(q, k, v, query_chunk: int = 0, mask=None):
+def attention(q, k, v, query_chunk: int = 0, steps=None):
     """Softmax attention, q k v (B, N, heads, head_dim) -> (B, N, heads, head_dim).
-    mask: optional (Nq, Nk) bool, True where a query may attend to a key.
+    steps: optional (N,) int, each token's time step: a query attends only to keys of its own
+    or an earlier step (block-causal), the mask built here from the indices, per query block.
     query_chunk > 0: queries in blocks of that many, each block rematerialised in the
     backward pass, so the score matrix held at once is (B, heads, query_chunk, N), not N x N."""
     n = q.shape[1]
+
+    def block_mask(query_steps):
+        return None if steps is None else (query_steps[:, None] >= steps[None, :])[None, None]
+
     if not query_chunk or n <= query_chunk:
-        return jax.nn.dot_product_attention(q, k, v, mask=None if mask is None else mask[None, None])
+        return jax.nn.dot_product_attention(q, k, v, mask=block_mask(steps))
     pad = -n % query_chunk
     blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
     blocks = jnp.moveaxis(blocks.reshape(q.shape[0], -1, query_chunk, *q.shape[2:]), 1, 0)
-    if mask is None:
-        out = jax.lax.map(jax.checkpoint(lambda qb: jax.nn.dot_product_attention(qb, k, v)), blocks)
-    else:
-        mask_blocks = jnp.pad(mask, ((0, pad), (0, 0)), constant_values=True).reshape(-1, query_chunk, mask.shape[1])
-        out = jax.lax.map(jax.checkpoint(lambda a: jax.nn.dot_product_attention(a[0], k, v, mask=a[1][None, None])),
-                          (blocks, mask_blocks))
+    query_steps = jnp.zeros(n + pad, jnp.int32) if steps is None else jnp.pad(steps, (0, pad), mode='edge')
+    out = jax.lax.map(jax.checkpoint(lambda a: jax.nn.dot_product_attention(a[0], k, v, mask=block_mask(a[1]))),
+                      (blocks, query_steps.reshape(-1, query_chunk)))
     return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n + pad, *q.shape[2:])[:, :n]
 
 
@@ -208,13 +210,14 @@ class Attention(nnx.Module):
         self.qkv = _linear(dim, 3 * dim, dtype, param_dtype, rngs)
         self.proj = _linear(dim, dim, dtype, param_dtype, rngs)
 
-    def __call__(self, x, coords=None, mask=None):
-        """x (B, N, D), coords (B, N, 3) token (t, h, w) for RoPE, mask (N, N) bool -> (B, N, D)."""
+    def __call__(self, x, coords=None, steps=None):
+        """x (B, N, D), coords (B, N, 3) token (t, h, w) for RoPE, steps (N,) int for block-causal
+        attention (see `attention`) -> (B, N, D)."""
         b, n, d = x.shape
         q, k, v = jnp.moveaxis(self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads), 2, 0)
         if self.rope_form is not None:
             q, k = apply_rope_3d(q, coords, self.rope_form), apply_rope_3d(k, coords, self.rope_form)
-        out = attention(q, k, v, self.query_chunk, mask)  # (B, N, heads, head_dim)
+        out = attention(q, k, v, self.query_chunk, steps)  # (B, N, heads, head_dim)
         return self.proj(out.reshape(b, n, d))
 
 
@@ -239,8 +242,8 @@ class Block(nnx.Module):
         self.norm2 = _layer_norm(dim, dtype, param_dtype, rngs, norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    def __call__(self, x, coords=None, mask=None):
-        x = x + self.attn(self.norm1(x), coords, mask)
+    def __call__(self, x, coords=None, steps=None):
+        x = x + self.attn(self.norm1(x), coords, steps)
         return x + self.mlp(self.norm2(x))
 
 
@@ -264,15 +267,15 @@ def make_blocks(depth, dim, num_heads, mlp_ratio, *, scan, rescale_init, rope_fo
     return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), first, *rest))
 
 
-def run_blocks(blocks, x, coords, *, scan: bool, remat_policy: str, mask=None):
+def run_blocks(blocks, x, coords, *, scan: bool, remat_policy: str, steps=None):
     """Apply blocks (from make_blocks) to x (B, N, D); each block rematerialised by policy.
-    mask: optional (N, N) bool attention mask shared by every block."""
+    steps: optional (N,) int per-token time step for block-causal attention (see `attention`)."""
     if remat_policy not in REMAT_POLICIES:
         raise ValueError(f'remat_policy {remat_policy!r}: choose one of {sorted(REMAT_POLICIES)}')
 
     def layer(graphdef):
         def apply(state, h):
-            return nnx.merge(graphdef, state)(h, coords, mask)
+            return nnx.merge(graphdef, state)(h, coords, steps)
         if remat_policy == 'none':
             return apply
         return jax.checkpoint(apply, policy=REMAT_POLICIES[remat_policy])

@@ -1,0 +1,159 @@
+"""Closed-loop model-predictive control on gymnasium environments, batched over episodes.
+
+Every model step the policy sees the current frames, plans `horizon` model actions, and the
+first one is executed as `frame_step` environment steps of action / frame_step each (a model
+action is the SUM of the env actions over one stride, as the training windows sum them); then
+the agent observes, re-encodes and re-plans. An episode ends when the environment terminates
+(success) or after `model_steps` model steps; its result is the distance at that moment.
+
+    plan = latent_policy(encoder, predictor, PlanConfig(...), low, high)   # the world model
+    result = run_episodes(make_env, seeds, plan, cfg)   # {'success' %, 'final_distance', 'seconds_per_action', ...}
+
+Policies map (frames (E, H, W, 3) uint8, states (E, A), goal (E, P, D) tokens or goal images,
+key) -> actions (E, horizon, A). latent_policy: CEM or the gradient planner on the energy of
+the imagined final frame (objective.energy) from the AC predictor's rollout; the future
+proprioceptive states are integrated from the actions (state + cumulative action sum).
+random_policy: uniform actions. oracle_policy: CEM on the TRUE simulator (deep copies of
+the environment), the ceiling.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vjepa_jax.world_model import objective, planners
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanConfig:
+    planner: str = 'cem'                 # 'cem' | 'gradient'
+    horizon: int = 2                     # model steps per plan
+    frame_step: int = 5                  # env steps per model step
+    model_steps: int = 20                # the episode's budget, in model steps
+    energy: str = 'l1'                   # objective.energy kind
+    proprio_dims: int = 2                # the state's first dims fed to the predictor
+    cem: planners.CEMConfig = planners.CEMConfig()
+    gradient: planners.GradientConfig = planners.GradientConfig()
+
+
+def model_bounds(env, frame_step: int) -> tuple:
+    """A model action sums frame_step env actions: bounds scale by frame_step."""
+    return env.action_space.low * frame_step, env.action_space.high * frame_step
+
+
+def latent_policy(encoder, predictor, cfg: PlanConfig, low, high) -> Callable:
+    """-> policy(frames (E, H, W, 3) uint8, states (E, S), goal_tokens (E, P, D), key) -> (E, horizon, A)."""
+    enc_def, enc_state = nnx.split(encoder)
+    pred_def, pred_state = nnx.split(predictor)
+    grid = encoder.grid[-2:]
+    a_dim = len(np.atleast_1d(low))
+
+    @jax.jit
+    def plan(enc_state, pred_state, frames, states, goal_tokens, keys):
+        predictor = nnx.merge(pred_def, pred_state)
+        z_now = objective.encode_frames(nnx.merge(enc_def, enc_state), frames[:, None])[:, 0]
+
+        def one(z0, state, z_goal, key):
+            def energy_fn(actions):  # (S, H, A) -> (S,)
+                s = actions.shape[0]
+                proprio = state[None, None, :] + jnp.cumsum(actions, axis=1) - actions  # state when acting
+                z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio)
+                return objective.energy(z[:, -1], z_goal, cfg.energy, grid)
+            if cfg.planner == 'cem':
+                best, _ = planners.cem(energy_fn, key, dataclasses.replace(cfg.cem, horizon=cfg.horizon,
+                                                                           action_dim=a_dim), low, high)
+            else:
+                best, _ = planners.gradient_plan(energy_fn, key, dataclasses.replace(
+                    cfg.gradient, horizon=cfg.horizon, action_dim=a_dim), low, high)
+            return best
+        return jax.vmap(one)(z_now, states[:, :cfg.proprio_dims], goal_tokens, keys)
+
+    return lambda frames, states, goal, key: plan(enc_state, pred_state, frames, states, goal,
+                                                  jax.random.split(key, len(frames)))
+
+
+def goal_tokens(encoder, goal_images: np.ndarray) -> jax.Array:
+    """(E, H, W, 3) uint8 goal images -> (E, P, D) layer-normed tokens."""
+    return nnx.jit(lambda enc, x: objective.encode_frames(enc, x[:, None])[:, 0])(encoder, jnp.asarray(goal_images))
+
+
+def random_policy(cfg: PlanConfig, low, high) -> Callable:
+    def policy(frames, states, goal, key):
+        shape = (len(frames), cfg.horizon, len(np.atleast_1d(low)))
+        return jax.random.uniform(key, shape, minval=jnp.asarray(low), maxval=jnp.asarray(high))
+    return policy
+
+
+def oracle_policy(envs: list, cfg: PlanConfig, low, high) -> Callable:
+    """CEM (cfg.cem) whose energy is the true distance after simulating the candidate actions on
+    deep copies of each episode's environment: the ceiling for a perfect world model."""
+    a_dim = len(np.atleast_1d(low))
+    cem_cfg = dataclasses.replace(cfg.cem, horizon=cfg.horizon, action_dim=a_dim)
+
+    def policy(frames, states, goal, key):
+        out = []
+        for env, k in zip(envs, jax.random.split(key, len(envs))):
+            def true_energy(actions, env=env):
+                actions = np.asarray(actions, np.float64)
+                dist = np.empty(len(actions), np.float32)
+                for i, seq in enumerate(actions):
+                    sim = copy.deepcopy(env)
+                    for a in seq:
+                        for _ in range(cfg.frame_step):
+                            _, _, _, _, info = sim.step(a / cfg.frame_step)
+                    dist[i] = info['distance']
+                return dist
+
+            def energy_fn(actions):
+                return jax.pure_callback(true_energy, jax.ShapeDtypeStruct(actions.shape[:1], jnp.float32), actions)
+            out.append(np.asarray(planners.cem(energy_fn, k, cem_cfg, low, high)[0]))
+        return jnp.asarray(np.stack(out))
+    return policy
+
+
+def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: PlanConfig, key: jax.Array,
+                 goal_fn: Callable | None = None, record: int = 0) -> dict:
+    """Closed loop on len(envs) episodes at once (env i reset with seeds[i]). goal_fn(goal_images)
+    -> what the policy takes as goal (default: the images). record: keep the frames of the first
+    `record` episodes. -> {'success' (%), 'final_distance' (mean), 'seconds_per_action' (planning
+    wall time per model action of one episode), 'distances', 'successes', 'frames', 'actions'}."""
+    obs, infos = zip(*[env.reset(seed=int(s)) for env, s in zip(envs, seeds)])
+    goal_images = np.stack([i['goal_image'] for i in infos])
+    goal = goal_fn(goal_images) if goal_fn else goal_images
+    frames, states = np.stack(obs), np.stack([i['state'] for i in infos]).astype(np.float32)
+    done = np.array([i['success'] for i in infos])
+    distance = np.array([i['distance'] for i in infos])
+    recorded = [[f] for f in frames[:record]]
+    executed = [[] for _ in envs]
+    plan_time, plan_actions = 0.0, 0
+    for t in range(cfg.model_steps):
+        if done.all():
+            break
+        t0 = time.time()
+        actions = np.asarray(policy(jnp.asarray(frames), jnp.asarray(states), goal, jax.random.fold_in(key, t)))
+        plan_time += time.time() - t0
+        plan_actions += int((~done).sum())
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            executed[i].append(actions[i, 0])
+            for _ in range(cfg.frame_step):
+                obs, _, terminated, _, info = env.step(actions[i, 0] / cfg.frame_step)
+                distance[i] = info['distance']
+                if terminated:
+                    done[i] = True
+                    break
+            frames[i], states[i] = obs, info['state']
+            if i < record:
+                recorded[i].append(obs)
+    return {'success': 100.0 * float(done.mean()), 'final_distance': float(distance.mean()),
+            'seconds_per_action': plan_time / max(plan_actions, 1), 'distances': distance.tolist(),
+            'successes': done.tolist(), 'frames': [np.stack(r) for r in recorded], 'goal_images': goal_images,
+            'actions': [np.asarray(a) for a in executed]}

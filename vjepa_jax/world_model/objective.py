@@ -1,0 +1,100 @@
+"""V-JEPA 2-AC's objective and planning energy: pure functions of (encoder, predictor, arrays).
+
+Layout: a window of T frames gives tokens z (B, T, P, D) (P tokens per frame), actions
+(B, T-1, A) (action t moves frame t to frame t+1) and proprioceptive states (B, T, A).
+
+    z = encode_frames(encoder, frames)                      # (B, T, H, W, 3) uint8 -> (B, T, P, D)
+    out = ac_losses(predictor, z, actions, states, auto_steps=2)   # {'loss', 'teacher_forcing', 'rollout'}
+    z_final = rollout(predictor, z[:, 0], plan_actions, plan_states)[:, -1]
+    e = energy(z_final, z_goal)                             # (B,)
+
+Frames are encoded one at a time, each repeated to fill one tubelet, and the tokens are
+layer-normed (no affine), as the original does. Teacher forcing predicts every next frame from
+the true tokens of the frames before it; the rollout starts from the first frame and feeds back
+its own layer-normed predictions for `auto_steps` steps (the states stay the recorded ones).
+The loss is the sum of the two means of |z_pred - z_true|^loss_exp / loss_exp.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vjepa_jax.jepa import layer_norm
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0  # the pipeline's ImageNet normalisation
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
+
+
+def encode_frames(encoder, frames: jax.Array, tubelet_size: int = 2) -> jax.Array:
+    """frames (B, T, H, W, 3) uint8 -> layer-normed tokens (B, T, P, D) float32, no gradient."""
+    b, t = frames.shape[:2]
+    x = (frames.astype(jnp.float32) - MEAN) / STD
+    x = jnp.repeat(x.reshape(b * t, 1, *frames.shape[2:]), tubelet_size, axis=1)  # (B T, tubelet, H, W, 3)
+    tokens = jax.lax.stop_gradient(encoder(x)).astype(jnp.float32)
+    return layer_norm(tokens.reshape(b, t, -1, tokens.shape[-1]))
+
+
+def predict_next(predictor, z: jax.Array, actions: jax.Array, states: jax.Array) -> jax.Array:
+    """z (B, T, P, D), actions and states (B, T, A) -> layer-normed predictions (B, T, P, D) of
+    the frames 1..T (block-causal: prediction t sees steps <= t only)."""
+    b, t, p, d = z.shape
+    out = predictor(z.reshape(b, t * p, d), actions, states)
+    return layer_norm(out.astype(jnp.float32).reshape(b, t, p, d))
+
+
+def rollout(predictor, z0: jax.Array, actions: jax.Array, states: jax.Array) -> jax.Array:
+    """Imagine H steps from one frame: z0 (B, P, D), actions (B, H, A), states (B, H, A) (the state
+    at each step the action is taken) -> predicted tokens (B, H, P, D) of frames 1..H, each step
+    fed the earlier predictions."""
+    z = z0[:, None]
+    for n in range(actions.shape[1]):
+        nxt = predict_next(predictor, z, actions[:, :n + 1], states[:, :n + 1])[:, -1:]
+        z = jnp.concatenate([z, nxt], axis=1)
+    return z[:, 1:]
+
+
+def _l1(pred: jax.Array, target: jax.Array, loss_exp: float) -> jax.Array:
+    return jnp.mean(jnp.abs(pred - target) ** loss_exp) / loss_exp
+
+
+def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, auto_steps: int = 2,
+              loss_exp: float = 1.0) -> dict:
+    """z (B, T, P, D) true tokens, actions (B, T-1, A), states (B, T, A) -> scalar losses
+    {'teacher_forcing', 'rollout', 'loss' (their sum)}. auto_steps in [1, T-1]."""
+    steps = z.shape[1] - 1
+    if not 1 <= auto_steps <= steps:
+        raise ValueError(f'auto_steps={auto_steps}: must lie in [1, {steps}] for windows of {steps + 1} frames')
+    z_tf = predict_next(predictor, z[:, :-1], actions, states[:, :-1])
+    # the rollout's first step IS teacher forcing's first prediction (both see only the true frame 0)
+    z_ar = z_tf[:, :1]
+    if auto_steps > 1:
+        z_ar = rollout(predictor, z[:, 0], actions[:, :auto_steps], states[:, :auto_steps])
+    teacher_forcing = _l1(z_tf, z[:, 1:], loss_exp)
+    rollout_loss = _l1(z_ar, z[:, 1:auto_steps + 1], loss_exp)
+    return {'teacher_forcing': teacher_forcing, 'rollout': rollout_loss, 'loss': teacher_forcing + rollout_loss}
+
+
+def energy(z_pred: jax.Array, z_goal: jax.Array, kind: str = 'l1', grid: tuple = ()) -> jax.Array:
+    """Distance between predicted final tokens z_pred (S, P, D) and the goal's z_goal (P, D) or
+    (S, P, D) -> (S,). kind:
+      'l1'          mean |z_pred - z_goal| (V-JEPA 2-AC's energy);
+      'l1_pyramid'  the mean of 'l1' over the token grid (h, w) = grid average-pooled by 1, 2, 4, ...
+                    (to the whole frame): differences at nearby tokens cancel at coarse scales, so
+                    the energy keeps falling as a small object nears its goal tokens."""
+    if kind == 'l1':
+        return jnp.mean(jnp.abs(z_pred - z_goal), axis=(-2, -1))
+    if kind != 'l1_pyramid':
+        raise ValueError(f"energy kind {kind!r}: choose 'l1' or 'l1_pyramid'")
+    h, w = grid
+    diff = jnp.broadcast_to(z_pred - z_goal, z_pred.shape)
+    diff = diff.reshape(*diff.shape[:-2], h, w, diff.shape[-1])
+    levels = []
+    while True:
+        levels.append(jnp.mean(jnp.abs(diff), axis=(-3, -2, -1)))
+        if diff.shape[-3] == 1 and diff.shape[-2] == 1:
+            break
+        fh, fw = min(2, diff.shape[-3]), min(2, diff.shape[-2])
+        diff = diff.reshape(*diff.shape[:-3], diff.shape[-3] // fh, fh, diff.shape[-2] // fw, fw,
+                            diff.shape[-1]).mean(axis=(-4, -2))
+    return jnp.mean(jnp.stack(levels), axis=0)
