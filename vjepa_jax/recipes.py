@@ -201,8 +201,10 @@ def world_model_config() -> ml_collections.ConfigDict:
         tfds='', data_dir='', split='train',  # ... or a built trajectories dataset
         num_frames=8,             # frames per window (8 at 4 fps in the original)
         frame_step=1,             # env / recorded steps between window frames (DROID: set when building at 4 fps)
-        val_episodes=0,           # the last N episodes are held out (val_rollout)
+        val_episodes=0,           # the last N episodes are held out (val_rollout; cached tokens only)
         global_batch_size=256,    # 8 per GPU x 32 GPUs
+        cache_tokens=False,       # True: encode every frame once, windows cut on device (small data)
+        num_workers=0,            # grain worker processes for the streamed windows
     ))
     c.optim = ml_collections.ConfigDict(dict(
         ipe=300, epochs=315, ipe_scale=1.0, warmup=15, lr_schedule='wsd', anneal=15,
@@ -211,4 +213,56 @@ def world_model_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(num_steps=0, log_every=10, tensorboard=True))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep_last=3, async_save=True))
+    return c
+
+
+def env_pretrain_config(img_size=64, patch_size=16) -> ml_collections.ConfigDict:
+    """The encoder's V-JEPA pretraining on the episodes' frames (clips of 8 frames, every 2nd step)."""
+    c = base_config()
+    c.seed = 0
+    c.model.update(variant='mini', img_size=img_size, num_frames=8, patch_size=patch_size, tubelet_size=2,
+                   pred_depth=2, pred_embed_dim=96, dtype='float32')
+    c.mask.generators = ml_collections.ConfigDict(dict(
+        short=mask_generator(8, 0.15, index=0), long=mask_generator(2, 0.7, index=1)))
+    c.data.update(datasets='trajectories', global_batch_size=16, frame_step=2, crop_scale=(1.0, 1.0),
+                  crop_ratio=(1.0, 1.0), flip=False, decoded_cache_mb=1024)
+    c.optim.update(ipe=100, epochs=6, warmup=1, ipe_scale=1.0, start_lr=2e-4, lr=1e-3, final_lr=1e-5,
+                   ema=(0.99, 1.0))
+    c.train.update(log_every=50, tensorboard=False)
+    c.checkpoint.update(every_steps=200, keep_last=1, async_save=False)
+    return c
+
+
+def simulated_world_model(env: str, arg=None) -> ml_collections.ConfigDict:
+    """The CPU-sized world-model recipe on a simulated environment (configs/world_model/<env>.py):
+    random-exploration episodes, a small V-JEPA encoder pretrained on their frames
+    (env_pretrain_config), the AC predictor, closed-loop planning (world_model/measure.py).
+    arg 'test': a seconds-long setting for the end-to-end test."""
+    c = world_model_config()
+    c.seed = 0
+    c.env = ml_collections.ConfigDict(dict(name=env, episodes=300, steps=64, seed=0))
+    c.pretrain = env_pretrain_config()
+    c.encoder.model = ml_collections.ConfigDict(c.pretrain.model.to_dict())
+    c.predictor.update(embed_dim=64, depth=3, num_heads=4, action_dim=2, remat_policy='none', dtype='float32')
+    c.data.update(num_frames=4, frame_step=5, val_episodes=20, global_batch_size=32, cache_tokens=True)
+    c.optim.update(ipe=100, epochs=12, warmup=1, anneal=3, start_lr=1e-4, lr=1e-3, final_lr=0.0,
+                   weight_decay=0.04, final_weight_decay=0.04)
+    c.train.update(log_every=100, tensorboard=False)
+    c.checkpoint.update(every_steps=500, keep_last=1, async_save=False)
+    c.plan = ml_collections.ConfigDict(dict(
+        goals=50, goal_seed=10_000,        # held-out tasks: reset seeds goal_seed + i (episodes use seed + i)
+        horizon=3, model_steps=20, energy='l1_pyramid', energy_steps='all', warm_start=True,
+        cem=ml_collections.ConfigDict(dict(samples=128, elites=12, iterations=4, momentum_mean=0.15,
+                                           momentum_std=0.15, init_std=1.0)),
+        gradient=ml_collections.ConfigDict(dict(restarts=8, steps=20, learning_rate=0.1)),
+        budgets=((32, 2), (64, 4), (256, 6)), budget_goals=20,  # budget.png: CEM samples x iterations
+    ))
+    if arg == 'test':
+        c.env.update(episodes=6, steps=20)
+        c.pretrain.optim.update(ipe=2, epochs=2)
+        c.data.update(val_episodes=2, global_batch_size=4)
+        c.optim.update(ipe=3, epochs=2, anneal=1)
+        c.train.log_every = 2
+        c.plan.update(goals=2, model_steps=2, cem=dict(samples=16, elites=4, iterations=2),
+                      gradient=dict(restarts=2, steps=2), budgets=((8, 1), (16, 2)), budget_goals=2)
     return c

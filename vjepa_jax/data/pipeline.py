@@ -59,6 +59,7 @@ class TfdsSource:
             import tensorflow_datasets as tfds
 
             import vjepa_jax.data.builders  # noqa: F401  (registers the builders)
+            import vjepa_jax.data.trajectories  # noqa: F401  (episodes: their frames are videos too)
             import vjepa_jax.worlds.physics_tfds  # noqa: F401  (and the simulated worlds')
             try:
                 self._source = tfds.data_source(self.name, data_dir=self.data_dir, split=self.split, download=False)

@@ -19,7 +19,7 @@ from absl import flags
 
 from vjepa_jax import config as config_lib
 
-ENVS = ('two_rooms', 'push')
+ENVS = ('two_rooms', 'push', 'pusht')
 FLAGS = flags.FLAGS
 
 
@@ -30,6 +30,9 @@ def make_env(name: str):
     if name == 'push':
         from vjepa_jax.worlds.push import Push
         return Push()
+    if name == 'pusht':  # gym-pusht through the adapter (worlds/gym_adapter.py)
+        from vjepa_jax.worlds.gym_adapter import make_pusht
+        return make_pusht()
     raise config_lib.UsageError(f'--env={name}: choose one of {list(ENVS)}')
 
 
@@ -37,6 +40,7 @@ def episode(env, seed: int, steps: int, smoothing: float = 0.8) -> dict:
     """One random-exploration episode (a truncation or success does not end it early)."""
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
+    goal_image = info.get('goal_image', obs)  # the task's, given at reset
     low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
     frames, states, actions = [obs], [info['state']], []
     action = np.zeros_like(low)
@@ -48,23 +52,24 @@ def episode(env, seed: int, steps: int, smoothing: float = 0.8) -> dict:
         states.append(info['state'])
         actions.append(action)
     return {'frames': np.stack(frames), 'actions': np.asarray(actions, np.float32),
-            'states': np.asarray(states, np.float32), 'goal_image': info.get('goal_image', frames[0])}
+            'states': np.asarray(states, np.float32), 'goal_image': goal_image}
 
 
 def collect(env_name: str, workdir: str, episodes: int, steps: int, seed: int = 0, log=print) -> str:
     """Write the episodes (skipping those already written); -> the episodes folder."""
     folder = os.path.join(workdir, 'episodes')
     os.makedirs(folder, exist_ok=True)
-    env, t0 = make_env(env_name), time.time()
+    env, t0, shown = make_env(env_name), time.time(), 0.0
     for i in range(episodes):
         path = os.path.join(folder, f'{i:05d}.npz')
         if not os.path.exists(path):
             tmp = path + '.tmp.npz'
             np.savez_compressed(tmp, **episode(env, seed + i, steps))
             os.replace(tmp, path)  # never a half-written episode under its final name
-        done = i + 1
-        rate = done / max(time.time() - t0, 1e-9)
-        log(f'\r{done}/{episodes} episodes | {rate:.1f}/s | ETA {(episodes - done) / rate:.0f}s', end='')
+        done, now = i + 1, time.time()
+        if now - shown > 1.0 or done == episodes:  # a progress line at most once a second
+            shown, rate = now, done / max(now - t0, 1e-9)
+            log(f'\r{done}/{episodes} episodes | {rate:.1f}/s | ETA {(episodes - done) / rate:.0f}s', end='')
     log('')
     return folder
 

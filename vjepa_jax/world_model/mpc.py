@@ -38,6 +38,8 @@ class PlanConfig:
     frame_step: int = 5                  # env steps per model step
     model_steps: int = 20                # the episode's budget, in model steps
     energy: str = 'l1'                   # objective.energy kind
+    energy_steps: str = 'final'          # 'final': the last imagined frame (V-JEPA 2-AC) | 'all': mean over the horizon
+    warm_start: bool = False             # CEM starts from the previous plan shifted by one step
     proprio_dims: int = 2                # the state's first dims fed to the predictor
     cem: planners.CEMConfig = planners.CEMConfig()
     gradient: planners.GradientConfig = planners.GradientConfig()
@@ -56,27 +58,46 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high) -> Callable:
     a_dim = len(np.atleast_1d(low))
 
     @jax.jit
-    def plan(enc_state, pred_state, frames, states, goal_tokens, keys):
+    def plan(enc_state, pred_state, frames, states, goal_tokens, keys, inits):
         predictor = nnx.merge(pred_def, pred_state)
         z_now = objective.encode_frames(nnx.merge(enc_def, enc_state), frames[:, None])[:, 0]
 
-        def one(z0, state, z_goal, key):
+        def one(z0, state, z_goal, key, init):
             def energy_fn(actions):  # (S, H, A) -> (S,)
                 s = actions.shape[0]
                 proprio = state[None, None, :] + jnp.cumsum(actions, axis=1) - actions  # state when acting
                 z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio)
-                return objective.energy(z[:, -1], z_goal, cfg.energy, grid)
+                if cfg.energy_steps == 'final':
+                    return objective.energy(z[:, -1], z_goal, cfg.energy, grid)
+                per_step = jax.vmap(lambda zk: objective.energy(zk, z_goal, cfg.energy, grid), in_axes=1)(z)
+                return per_step.mean(0)
             if cfg.planner == 'cem':
                 best, _ = planners.cem(energy_fn, key, dataclasses.replace(cfg.cem, horizon=cfg.horizon,
-                                                                           action_dim=a_dim), low, high)
+                                                                           action_dim=a_dim), low, high, init)
             else:
                 best, _ = planners.gradient_plan(energy_fn, key, dataclasses.replace(
                     cfg.gradient, horizon=cfg.horizon, action_dim=a_dim), low, high)
             return best
-        return jax.vmap(one)(z_now, states[:, :cfg.proprio_dims], goal_tokens, keys)
+        return jax.vmap(one)(z_now, states[:, :cfg.proprio_dims], goal_tokens, keys, inits)
 
-    return lambda frames, states, goal, key: plan(enc_state, pred_state, frames, states, goal,
-                                                  jax.random.split(key, len(frames)))
+    return _warm(cfg, low, lambda frames, states, goal, key, inits: plan(
+        enc_state, pred_state, frames, states, goal, jax.random.split(key, len(frames)), inits))
+
+
+def _warm(cfg: PlanConfig, low, plan: Callable) -> Callable:
+    """policy(frames, states, goal, key) around plan(..., inits (E, H, A)): with cfg.warm_start
+    each call starts from the previous call's plans shifted by one step (the last step repeated)."""
+    previous = {}
+
+    def policy(frames, states, goal, key):
+        e, shape = len(frames), (cfg.horizon, len(np.atleast_1d(low)))
+        inits = previous.get('plans')
+        if not cfg.warm_start or inits is None or len(inits) != e:
+            inits = jnp.full((e, *shape), jnp.nan)  # nan: start from the middle of the bounds
+        actions = plan(frames, states, goal, key, inits)
+        previous['plans'] = jnp.concatenate([actions[:, 1:], actions[:, -1:]], axis=1)
+        return actions
+    return policy
 
 
 def goal_tokens(encoder, goal_images: np.ndarray) -> jax.Array:
@@ -92,30 +113,39 @@ def random_policy(cfg: PlanConfig, low, high) -> Callable:
 
 
 def oracle_policy(envs: list, cfg: PlanConfig, low, high) -> Callable:
-    """CEM (cfg.cem) whose energy is the true distance after simulating the candidate actions on
-    deep copies of each episode's environment: the ceiling for a perfect world model."""
+    """CEM (cfg.cem) whose energy is the true distance after the candidate actions, from the
+    environment's own batched `simulate(actions (S, K, A)) -> (S,)` when it has one, else from
+    deep copies stepped one by one: the ceiling for a perfect world model."""
     a_dim = len(np.atleast_1d(low))
     cem_cfg = dataclasses.replace(cfg.cem, horizon=cfg.horizon, action_dim=a_dim)
 
-    def policy(frames, states, goal, key):
-        out = []
-        for env, k in zip(envs, jax.random.split(key, len(envs))):
-            def true_energy(actions, env=env):
-                actions = np.asarray(actions, np.float64)
-                dist = np.empty(len(actions), np.float32)
-                for i, seq in enumerate(actions):
-                    sim = copy.deepcopy(env)
-                    for a in seq:
-                        for _ in range(cfg.frame_step):
-                            _, _, _, _, info = sim.step(a / cfg.frame_step)
-                    dist[i] = info['distance']
-                return dist
+    def true_energy(env, actions):
+        steps = np.repeat(np.asarray(actions, np.float64), cfg.frame_step, axis=1) / cfg.frame_step
+        if hasattr(env, 'simulate'):
+            per_step = np.stack([env.simulate(steps[:, :(k + 1) * cfg.frame_step]) for k in range(cfg.horizon)]
+                                if cfg.energy_steps == 'all' else [env.simulate(steps)])
+            return per_step.mean(0).astype(np.float32)
+        dist = np.zeros(len(steps), np.float32)
+        for i, seq in enumerate(steps):
+            sim = copy.deepcopy(env)
+            for j, a in enumerate(seq):
+                info = sim.step(a)[-1]
+                if cfg.energy_steps == 'all' and (j + 1) % cfg.frame_step == 0:
+                    dist[i] += info['distance'] / cfg.horizon
+            dist[i] = dist[i] if cfg.energy_steps == 'all' else info['distance']
+        return dist
 
-            def energy_fn(actions):
-                return jax.pure_callback(true_energy, jax.ShapeDtypeStruct(actions.shape[:1], jnp.float32), actions)
-            out.append(np.asarray(planners.cem(energy_fn, k, cem_cfg, low, high)[0]))
-        return jnp.asarray(np.stack(out))
-    return policy
+    @jax.jit
+    def plan_one(key, init, index):  # compiled once; the callback picks the episode's environment
+        def energy_fn(actions):
+            return jax.pure_callback(lambda a, i: true_energy(envs[int(i)], a),
+                                     jax.ShapeDtypeStruct(actions.shape[:1], jnp.float32), actions, index)
+        return planners.cem(energy_fn, key, cem_cfg, low, high, init)[0]
+
+    def plan(frames, states, goal, key, inits):
+        keys = jax.random.split(key, len(envs))
+        return jnp.stack([plan_one(keys[i], inits[i], i) for i in range(len(envs))])
+    return _warm(cfg, low, plan)
 
 
 def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: PlanConfig, key: jax.Array,
@@ -133,6 +163,7 @@ def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: Pl
     recorded = [[f] for f in frames[:record]]
     executed = [[] for _ in envs]
     plan_time, plan_actions = 0.0, 0
+    policy(jnp.asarray(frames), jnp.asarray(states), goal, key)  # compile outside the timing
     for t in range(cfg.model_steps):
         if done.all():
             break

@@ -75,6 +75,19 @@ def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, au
     return {'teacher_forcing': teacher_forcing, 'rollout': rollout_loss, 'loss': teacher_forcing + rollout_loss}
 
 
+def _halve(x: jax.Array, axis: int) -> jax.Array:
+    """Average neighbouring pairs along axis (ceil(n / 2) out; an odd last element stays alone)."""
+    n = x.shape[axis]
+    if n == 1:
+        return x
+    odd = n % 2
+    x = jnp.pad(x, [(0, odd if a == axis else 0) for a in range(x.ndim)])
+    x = x.reshape(*x.shape[:axis], (n + odd) // 2, 2, *x.shape[axis + 1:]).sum(axis + 1)
+    counts = np.full((n + odd) // 2, 2.0, np.float32)
+    counts[-1] -= odd
+    return x / counts.reshape(-1, *([1] * (x.ndim - axis - 1)))
+
+
 def energy(z_pred: jax.Array, z_goal: jax.Array, kind: str = 'l1', grid: tuple = ()) -> jax.Array:
     """Distance between predicted final tokens z_pred (S, P, D) and the goal's z_goal (P, D) or
     (S, P, D) -> (S,). kind:
@@ -94,7 +107,5 @@ def energy(z_pred: jax.Array, z_goal: jax.Array, kind: str = 'l1', grid: tuple =
         levels.append(jnp.mean(jnp.abs(diff), axis=(-3, -2, -1)))
         if diff.shape[-3] == 1 and diff.shape[-2] == 1:
             break
-        fh, fw = min(2, diff.shape[-3]), min(2, diff.shape[-2])
-        diff = diff.reshape(*diff.shape[:-3], diff.shape[-3] // fh, fh, diff.shape[-2] // fw, fw,
-                            diff.shape[-1]).mean(axis=(-4, -2))
+        diff = _halve(_halve(diff, diff.ndim - 3), diff.ndim - 2)
     return jnp.mean(jnp.stack(levels), axis=0)

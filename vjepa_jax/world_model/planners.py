@@ -49,11 +49,14 @@ def _bounds(low, high, action_dim: int) -> tuple:
     return tuple(jnp.broadcast_to(jnp.asarray(v, jnp.float32), (action_dim,)) for v in (low, high))
 
 
-def cem(energy_fn: Callable, key: jax.Array, cfg: CEMConfig, low, high) -> tuple:
-    """-> (actions (H, A), energy of them). energy_fn: (S, H, A) -> (S,)."""
+def cem(energy_fn: Callable, key: jax.Array, cfg: CEMConfig, low, high, init_mean=None) -> tuple:
+    """-> (actions (H, A), energy of them). energy_fn: (S, H, A) -> (S,). init_mean (H, A): where
+    the search starts (default: the middle of the bounds; MPC passes its previous plan, shifted)."""
     low, high = _bounds(low, high, cfg.action_dim)
     shape = (cfg.horizon, cfg.action_dim)
     mean = jnp.broadcast_to((low + high) / 2, shape)
+    if init_mean is not None:  # NaN entries: no previous plan there
+        mean = jnp.where(jnp.isnan(init_mean), mean, jnp.clip(init_mean, low, high))
     std = jnp.broadcast_to(cfg.init_std * (high - low) / 2, shape)
 
     def round_(carry, key):

@@ -7,14 +7,20 @@ read from the checkpoint's own config), or a random init of `encoder.model` when
 given. The predictor: models/ac_predictor.py on the encoder's token grid; objective.py's losses
 (teacher forcing + `loss.auto_steps`-step rollout L1).
 
-Data (config.data): episodes of frames (L, H, W, 3), actions (L-1, A), states (L, S) from a
-folder of .npz episodes (world_model/collect.py) or a built `trajectories` TFDS dataset. Every
-frame is encoded ONCE by the frozen encoder (the encoder is frozen and V-JEPA 2-AC's crop is
-fixed, so a cached token is what the step would compute); each step then cuts its windows
-inside the jitted step: `num_frames` frames every `frame_step` steps, actions summed over each
-stride, episode and start drawn from (seed, step). So a resumed run draws exactly the batches
-it would have drawn (bit-exact resume), and nothing but the arrays crosses to the device.
-The last `data.val_episodes` episodes are held out: `val_rollout` is their rollout loss.
+Data (config.data): episodes of frames (L, H, W, 3), actions (L-1, A), states (L, S), from a
+built `trajectories` TFDS dataset (data.tfds, data.data_dir) or a folder of .npz episodes
+(data.episodes, world_model/collect.py). Windows: `num_frames` frames every `frame_step` steps,
+actions combined over each stride (summed; DROID's rotations composed), proprioceptive states =
+the first predictor.action_dim state dims. Two ways to feed them:
+  data.cache_tokens=False   the grain window pipeline (data/trajectories.py); the frozen encoder
+                            runs inside every step (DROID scale). Resume restores the grain
+                            iterator's position from the checkpoint.
+  data.cache_tokens=True    every frame is encoded ONCE (the encoder is frozen and V-JEPA 2-AC's
+                            crop is fixed, so a cached token is what the step would compute) and
+                            the windows are cut inside the jitted step, episode and start drawn
+                            from (seed, step): a resumed run draws exactly the batches it would
+                            have drawn, and only the arrays cross to the device. The last
+                            `data.val_episodes` episodes are held out (`val_rollout`).
 
 Sharded like pretraining: `config.mesh` (data, fsdp, tensor), batch split over data x fsdp,
 parameters by name (sharding.py). Checkpoints: orbax, WORKDIR/checkpoints (state + meta);
@@ -86,8 +92,18 @@ def read_episodes(data_cfg, log: Callable = print) -> list:
                 out.append({k: f[k] for k in ('frames', 'actions', 'states')})
         return out
     if data_cfg.tfds:
-        from vjepa_jax.data import trajectories
-        return trajectories.read_episodes(data_cfg.tfds, data_cfg.data_dir, data_cfg.split, log=log)
+        from vjepa_jax.data import decode, trajectories
+        source = trajectories.TrajectorySource(data_cfg.tfds, data_cfg.data_dir, data_cfg.split)
+        out = []
+        for i in range(len(source)):
+            r = source[i]
+            try:
+                frames = decode.decode_frames(r['video'], np.arange(int(r['num_frames'])), name=str(r['path']))
+            except decode.DecodeError as e:
+                log(f'skipped episode {i} of {data_cfg.tfds}: {e}')
+                continue
+            out.append({'frames': frames, 'actions': np.asarray(r['actions']), 'states': np.asarray(r['states'])})
+        return out
     raise UsageError('set data.episodes (a folder of .npz episodes) or data.tfds (a built trajectories dataset)')
 
 
@@ -128,6 +144,7 @@ def cut_windows(arrays: dict, key: jax.Array, batch: int, num_frames: int, frame
 # -- the train step --------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ACTrainer:
+    encoder_def: Any
     predictor_def: Any
     optimizer: optax.GradientTransformation
     schedules: optim.Schedules
@@ -142,11 +159,8 @@ class ACTrainer:
         return objective.ac_losses(predictor, windows['tokens'], windows['actions'], windows['states'],
                                    self.auto_steps, self.loss_exp)
 
-    def train_step(self, state, arrays, val_arrays, seed_key):
-        """Pure: (state, train token arrays, held-out arrays, key) -> (state, metrics)."""
-        step = state['step']
-        key = jax.random.fold_in(seed_key, step)
-        windows = cut_windows(arrays, key, self.batch, self.num_frames, self.frame_step)
+    def update(self, state, windows):
+        """One optimiser step on windows {'tokens' (B, T, P, D), 'actions', 'states'} -> (state, metrics)."""
         windows = jax.tree.map(lambda x: sharding.constrain(x, ('batch',) + (None,) * (x.ndim - 1)), windows)
 
         def loss_fn(p):
@@ -155,26 +169,40 @@ class ACTrainer:
         grads, out = jax.grad(loss_fn, has_aux=True)(state['params'])
         updates, opt_state = self.optimizer.update({'predictor': grads}, state['opt_state'],
                                                    {'predictor': state['params']})
+        out.update(lr=self.schedules.lr(state['step']), grad_norm=optax.tree.norm(grads))
         params = optax.apply_updates(state['params'], updates['predictor'])
-        val = self.losses(params, cut_windows(val_arrays, jax.random.fold_in(key, 1), self.batch, self.num_frames,
-                                              self.frame_step))
-        out.update(lr=self.schedules.lr(step), grad_norm=optax.tree.norm(grads), val_rollout=val['rollout'],
-                   val_teacher_forcing=val['teacher_forcing'])
-        return {'step': step + 1, 'params': params, 'opt_state': opt_state}, out
+        return {'step': state['step'] + 1, 'params': params, 'opt_state': opt_state}, out
+
+    def cached_step(self, state, arrays, seed_key):
+        """Pure: (state, token arrays, key) -> (state, metrics); windows drawn from fold_in(key, step)."""
+        key = jax.random.fold_in(seed_key, state['step'])
+        return self.update(state, cut_windows(arrays, key, self.batch, self.num_frames, self.frame_step))
+
+    def held_out(self, params, arrays, seed_key, step):
+        """Losses on windows of the held-out episodes -> {'val_rollout', 'val_teacher_forcing'}."""
+        key = jax.random.fold_in(jax.random.fold_in(seed_key, step), 1)
+        val = self.losses(params, cut_windows(arrays, key, self.batch, self.num_frames, self.frame_step))
+        return {'val_rollout': val['rollout'], 'val_teacher_forcing': val['teacher_forcing']}
+
+    def frames_step(self, state, encoder_state, batch):
+        """Pure: (state, frozen encoder state, {'frames' (B, T, H, W, 3) uint8, 'actions', 'states'})
+        -> (state, metrics): the encoder runs inside the step (no gradient)."""
+        tokens = objective.encode_frames(nnx.merge(self.encoder_def, encoder_state), batch['frames'])
+        return self.update(state, {'tokens': tokens, 'actions': batch['actions'], 'states': batch['states']})
 
 
-def make_trainer(config, predictor) -> ACTrainer:
+def make_trainer(config, encoder, predictor) -> ACTrainer:
     schedules = optim.make_schedules(config.optim)
-    base = optim.make_optimizer(config.optim, schedules)
-    return ACTrainer(predictor_def=nnx.graphdef(predictor), optimizer=base, schedules=schedules,
+    return ACTrainer(encoder_def=nnx.graphdef(encoder), predictor_def=nnx.graphdef(predictor),
+                     optimizer=optim.make_optimizer(config.optim, schedules), schedules=schedules,
                      auto_steps=config.loss.auto_steps, loss_exp=config.loss.loss_exp,
                      batch=config.data.global_batch_size, num_frames=config.data.num_frames,
                      frame_step=config.data.frame_step)
 
 
 class StepPosition:
-    """The data position is the step itself (windows are drawn from (seed, step)); this is what
-    the checkpoint's data item holds, for the grain checkpoint handler."""
+    """In cached mode the data position is the step itself (windows are drawn from (seed, step));
+    this is what the checkpoint's data item holds, for the grain checkpoint handler."""
 
     def __init__(self, step: int = 0):
         self.step = step
@@ -188,9 +216,12 @@ class StepPosition:
 
 # -- the loop --------------------------------------------------------------------------------
 def prepare(config, log: Callable = print) -> tuple:
-    """-> (encoder, predictor (initialised), train arrays, held-out arrays) in host memory."""
+    """-> (encoder, predictor (initialised), train arrays, held-out arrays); the arrays (host
+    memory) only with data.cache_tokens, else None."""
     encoder, _ = load_frozen_encoder(config.encoder)
     predictor = build_predictor(config.predictor, encoder, config.seed)
+    if not config.data.cache_tokens:
+        return encoder, predictor, None, None
     t0 = time.time()
     episodes = read_episodes(config.data, log)
     n_val = config.data.val_episodes
@@ -204,6 +235,27 @@ def prepare(config, log: Callable = print) -> tuple:
     return encoder, predictor, train_arrays, val_arrays
 
 
+def window_stream(config, encoder, shard_index: int, shard_count: int):
+    """data.cache_tokens off: the grain window pipeline over the built trajectories dataset."""
+    from vjepa_jax.data import trajectories
+    d = config.data
+    if not d.tfds:
+        raise UsageError('data.cache_tokens=False streams a built trajectories dataset: set data.tfds and '
+                         'data.data_dir')
+    return iter(trajectories.trajectory_windows(
+        d.data_dir, name=d.tfds, split=d.split, num_frames=d.num_frames, frame_step=d.frame_step,
+        batch_size=d.global_batch_size // shard_count, seed=config.seed, image_size=encoder.input_shape[-1],
+        shard_index=shard_index, shard_count=shard_count, num_workers=d.num_workers))
+
+
+def _state_layout(trainer: ACTrainer, params: dict, mesh) -> tuple:
+    def init():
+        return {'step': jnp.zeros([], jnp.int32), 'params': params,
+                'opt_state': trainer.optimizer.init({'predictor': params})}
+    shapes = jax.eval_shape(init)
+    return init, checkpoint.abstract_like(shapes, sharding.state_shardings(shapes, mesh))
+
+
 def train(config, workdir: str, log: Callable = print, prepared: tuple | None = None) -> tuple:
     """Train in workdir, resuming from its newest checkpoint -> (predictor module, final metrics)."""
     encoder, predictor, train_arrays, val_arrays = prepared or prepare(config, log)
@@ -212,17 +264,27 @@ def train(config, workdir: str, log: Callable = print, prepared: tuple | None = 
         sharding.check_batch(config.data.global_batch_size, mesh)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    trainer = make_trainer(config, predictor)
+    trainer = make_trainer(config, encoder, predictor)
     total = config.train.num_steps or trainer.schedules.total_steps
     params = nnx.to_pure_dict(nnx.state(predictor))
-
-    def init():
-        return {'step': jnp.zeros([], jnp.int32), 'params': params,
-                'opt_state': trainer.optimizer.init({'predictor': params})}
-    shapes = jax.eval_shape(init)
-    abstract = checkpoint.abstract_like(shapes, sharding.state_shardings(shapes, mesh))
+    init, abstract = _state_layout(trainer, params, mesh)
     state_sh = jax.tree.map(lambda x: x.sharding, abstract)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    cached = bool(config.data.cache_tokens)
+    if cached:
+        step_fn = jax.jit(trainer.cached_step, donate_argnums=(0,), in_shardings=(state_sh, replicated, replicated),
+                          out_shardings=(state_sh, replicated))
+        held_out = jax.jit(trainer.held_out)
+        fixed = jax.device_put((train_arrays, val_arrays, jax.random.key_data(jax.random.key(config.seed))),
+                               replicated)
+        data = StepPosition()
+    else:
+        batch_sh = sharding.batch_sharding(mesh, 5)
+        shard_index, shard_count = sharding.host_batch_slice(batch_sh, (config.data.global_batch_size,))
+        data = window_stream(config, encoder, shard_index, shard_count)
+        enc_state = jax.device_put(nnx.to_pure_dict(nnx.state(encoder)), replicated)
+        step_fn = jax.jit(trainer.frames_step, donate_argnums=(0,), in_shardings=(state_sh, replicated, None),
+                          out_shardings=(state_sh, replicated))
     c = config.checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=c.every_steps,
                                    keep_last=c.keep_last, async_save=c.async_save)
@@ -231,39 +293,50 @@ def train(config, workdir: str, log: Callable = print, prepared: tuple | None = 
         start, state = 0, jax.jit(init, out_shardings=state_sh)()
     else:
         state, _ = ckpt.restore(start, abstract)
+        if not cached and not ckpt.restore_data(start, data):
+            raise UsageError(f'checkpoint {start} in {ckpt.directory} has no data position for this process: '
+                             f'resume with the same number of processes')
         log(f'resumed from step {start} ({ckpt.directory})')
-    step_fn = jax.jit(trainer.train_step, donate_argnums=(0,),
-                      in_shardings=(state_sh, replicated, replicated, replicated),
-                      out_shardings=(state_sh, replicated))
-    put = lambda tree: jax.device_put(tree, replicated)  # noqa: E731
-    train_arrays, val_arrays = put(train_arrays), put(val_arrays)
-    seed_key = put(jax.random.key_data(jax.random.key(config.seed)))
-    writer = metrics.MetricsWriter(workdir, start, config.train.tensorboard)
+
+    def next_batch():
+        b = next(data)
+        shape = lambda x: (config.data.global_batch_size, *np.shape(x)[1:])  # noqa: E731
+        return {k: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, np.ndim(b[k])),
+                                                          np.asarray(b[k]), shape(b[k]))
+                for k in ('frames', 'actions', 'states')}
+    writer = metrics.MetricsWriter(workdir, start, config.train.tensorboard, active=jax.process_index() == 0)
     meta = {'seed': config.seed, 'mesh': dict(mesh.shape), 'config': json.loads(config.to_json_best_effort())}
     progress = metrics.Progress(total, config.data.global_batch_size, first_step=start)
     done, out = start, {}
     log(f'AC predictor {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f}M params; windows of '
         f'{config.data.num_frames} frames every {config.data.frame_step} steps, batch {trainer.batch}, '
-        f'{total} steps')
+        f'{total} steps, {"cached tokens" if cached else "encoder in the step"}')
     try:
         with jax.set_mesh(mesh):
             for step in range(start, total):
-                state, out = step_fn(state, train_arrays, val_arrays, jax.random.wrap_key_data(seed_key))
+                if cached:
+                    state, out = step_fn(state, fixed[0], jax.random.wrap_key_data(fixed[2]))
+                    data.step = step + 1
+                else:
+                    state, out = step_fn(state, enc_state, next_batch())
                 done = step + 1
                 save = ckpt.should_save(done) or done == total
                 if step % config.train.log_every == 0 or save:
+                    if cached:
+                        out.update(held_out(state['params'], fixed[1], jax.random.wrap_key_data(fixed[2]), step))
                     out = jax.device_get(out)
                     if not np.isfinite(out['loss']):
                         raise FloatingPointError(f'AC loss is {out["loss"]} at step {step}: lower optim.lr')
                     writer.write(step, out)
-                    progress.update(done, out)
+                    if jax.process_index() == 0:
+                        progress.update(done, out)
                 if save:
-                    ckpt.save(done, state, StepPosition(done), {**meta, 'step': done}, force=True)
+                    ckpt.save(done, state, data, {**meta, 'step': done}, force=True)
     finally:
         ckpt.close()
-        if done > start:
+        if done > start and jax.process_index() == 0:
             metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'),
-                                    keys=('teacher_forcing', 'rollout', 'val_rollout'))
+                                    keys=('teacher_forcing', 'rollout') + (('val_rollout',) if cached else ()))
         writer.close()
     nnx.update(predictor, jax.device_get(state['params']))
     return predictor, {k: float(v) for k, v in jax.device_get(out).items()}
@@ -276,12 +349,9 @@ def load_predictor(config, workdir: str, encoder, step: int | None = None) -> AC
     step = ckpt.latest_step() if step is None else step
     if step is None:
         raise UsageError(f'{workdir}/checkpoints holds no AC checkpoint: train one first')
-    params = nnx.to_pure_dict(nnx.state(predictor))
-    trainer = make_trainer(config, predictor)
-    shapes = jax.eval_shape(lambda: {'step': jnp.zeros([], jnp.int32), 'params': params,
-                                     'opt_state': trainer.optimizer.init({'predictor': params})})
     one = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    state, _ = ckpt.restore(step, checkpoint.abstract_like(shapes, sharding.state_shardings(shapes, one)))
+    _, abstract = _state_layout(make_trainer(config, encoder, predictor), nnx.to_pure_dict(nnx.state(predictor)), one)
+    state, _ = ckpt.restore(step, abstract)
     ckpt.close()
     nnx.update(predictor, state['params'])
     return predictor

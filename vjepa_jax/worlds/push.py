@@ -56,34 +56,46 @@ class Push(gym.Env):
 
     # -- physics ----------------------------------------------------------------------------
     def contact(self, pusher: np.ndarray, block: np.ndarray) -> np.ndarray:
-        """The block's displacement that ends an overlap with the pusher (zeros if none)."""
+        """The block's displacement (..., 2) that ends an overlap with the pusher (zeros if none);
+        batched over leading axes."""
         c = self.config
+        pusher, block = np.asarray(pusher, np.float64), np.asarray(block, np.float64)
         closest = np.clip(pusher, block - c.block_half, block + c.block_half)
         offset = pusher - closest
-        dist = np.linalg.norm(offset)
-        if dist >= c.pusher_radius - 1e-9:  # touching (to rounding) is not overlapping
-            return np.zeros(2)
-        if dist > 1e-9:
-            normal = offset / dist
-        else:  # the pusher's centre inside the block: push along the shallower axis
-            gap = c.block_half - np.abs(pusher - block)
-            axis = int(np.argmin(gap))
-            normal = np.zeros(2)
-            normal[axis] = np.sign(pusher[axis] - block[axis]) or 1.0
-            dist = -gap[axis]
-        return -normal * (c.pusher_radius - dist)
+        dist = np.linalg.norm(offset, axis=-1)
+        # the pusher's centre inside the block: push along the shallower axis
+        gap = c.block_half - np.abs(pusher - block)
+        axis = np.argmin(gap, axis=-1)
+        side = np.sign(np.take_along_axis(pusher - block, axis[..., None], -1)[..., 0])
+        inside_normal = np.where(np.arange(2) == axis[..., None], np.where(side == 0, 1.0, side)[..., None], 0.0)
+        inside = dist <= 1e-9
+        normal = np.where(inside[..., None], inside_normal, offset / np.maximum(dist, 1e-12)[..., None])
+        depth = np.where(inside, -np.take_along_axis(gap, axis[..., None], -1)[..., 0], dist)
+        overlap = dist < c.pusher_radius - 1e-9  # touching (to rounding) is not overlapping
+        return np.where(overlap[..., None], -normal * (c.pusher_radius - depth)[..., None], 0.0)
 
-    def _move(self, action: np.ndarray) -> None:
+    def move(self, pusher: np.ndarray, block: np.ndarray, action: np.ndarray) -> tuple:
+        """(pusher, block) (..., 2) after one step of (clipped) actions (..., 2), batched."""
         c = self.config
+        pusher, block = np.asarray(pusher, np.float64), np.asarray(block, np.float64)
+        step = np.clip(np.asarray(action, np.float64), -c.max_speed, c.max_speed) / c.substeps
         lo_p, hi_p = c.pusher_radius, 1 - c.pusher_radius
         lo_b, hi_b = c.block_half, 1 - c.block_half
         for _ in range(c.substeps):
-            pusher = np.clip(self.pusher + action / c.substeps, lo_p, hi_p)
-            push = self.contact(pusher, self.block)
-            block = self.block + push
-            if np.any(block < lo_b) or np.any(block > hi_b):  # against the edge: neither moves
-                continue
-            self.pusher, self.block = pusher, block
+            new_pusher = np.clip(pusher + step, lo_p, hi_p)
+            new_block = block + self.contact(new_pusher, block)
+            ok = (np.all(new_block >= lo_b, axis=-1) & np.all(new_block <= hi_b, axis=-1))[..., None]
+            pusher, block = np.where(ok, new_pusher, pusher), np.where(ok, new_block, block)  # at the edge: neither moves
+        return pusher, block
+
+    def simulate(self, actions: np.ndarray) -> np.ndarray:
+        """True final block-to-goal distances (S,) after action sequences (S, K, 2) from the
+        current state (the environment itself is unchanged): the planning oracle's energy."""
+        pusher = np.broadcast_to(self.pusher, (len(actions), 2))
+        block = np.broadcast_to(self.block, (len(actions), 2))
+        for k in range(actions.shape[1]):
+            pusher, block = self.move(pusher, block, actions[:, k])
+        return np.linalg.norm(block - self.goal, axis=-1)
 
     # -- sampling and rendering -------------------------------------------------------------
     def _free_pusher(self, rng: np.random.Generator, block: np.ndarray) -> np.ndarray:
@@ -135,8 +147,7 @@ class Push(gym.Env):
         return self.render(), info
 
     def step(self, action):
-        action = np.clip(np.asarray(action, np.float64), -self.config.max_speed, self.config.max_speed)
-        self._move(action)
+        self.pusher, self.block = self.move(self.pusher, self.block, action)
         self.steps += 1
         info = self._info()
         return self.render(), -info['distance'], info['success'], self.steps >= self.config.max_steps, info

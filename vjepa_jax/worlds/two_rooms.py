@@ -55,30 +55,39 @@ class TwoRooms(gym.Env):
         self._walls = self._wall_mask()
 
     # -- geometry ---------------------------------------------------------------------------
-    def free(self, pos: np.ndarray) -> bool:
-        """Whether the agent (a disc at pos = (y, x)) fits: inside the box, off the wall."""
-        c, (y, x) = self.config, pos
-        r = c.agent_radius
-        if not (r <= y <= 1 - r and r <= x <= 1 - r):
-            return False
-        half = c.wall_width / 2
-        in_wall_band = abs(x - 0.5) < half + r
-        in_door = abs(y - c.door_y) <= c.door_height / 2 - r
-        return not in_wall_band or in_door
+    def free(self, pos: np.ndarray) -> np.ndarray:
+        """Whether the agent (a disc at pos = (..., 2) as (y, x)) fits: inside the box, off the wall."""
+        c, pos = self.config, np.asarray(pos)
+        y, x, r = pos[..., 0], pos[..., 1], c.agent_radius
+        inside = (r <= y) & (y <= 1 - r) & (r <= x) & (x <= 1 - r)
+        in_wall_band = np.abs(x - 0.5) < c.wall_width / 2 + r
+        in_door = np.abs(y - c.door_y) <= c.door_height / 2 - r
+        return inside & (~in_wall_band | in_door)
 
     def room(self, pos: np.ndarray) -> int:
         """0 left of the wall, 1 right of it."""
         return int(pos[1] > 0.5)
 
-    def _move(self, pos: np.ndarray, action: np.ndarray) -> np.ndarray:
-        pos = pos.astype(np.float64)
-        step = np.asarray(action, np.float64) / self.config.substeps
-        for _ in range(self.config.substeps):
-            for candidate in (pos + step, pos + step * [1.0, 0.0], pos + step * [0.0, 1.0]):
-                if self.free(candidate):
-                    pos = candidate
-                    break
+    def move(self, pos: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Positions (..., 2) after one step of (clipped) actions (..., 2), batched: each substep
+        takes the full move, else its y part, else its x part, else stays (the first that fits)."""
+        c = self.config
+        pos = np.asarray(pos, np.float64)
+        step = np.clip(np.asarray(action, np.float64), -c.max_speed, c.max_speed) / c.substeps
+        for _ in range(c.substeps):
+            moved = pos
+            for candidate in (pos + step * [0.0, 1.0], pos + step * [1.0, 0.0], pos + step):  # last fit wins
+                moved = np.where(self.free(candidate)[..., None], candidate, moved)
+            pos = moved
         return pos
+
+    def simulate(self, actions: np.ndarray) -> np.ndarray:
+        """True final distances to the goal (S,) after action sequences (S, K, 2) from the current
+        state (the environment itself is unchanged): the planning oracle's energy."""
+        pos = np.broadcast_to(self.state, (len(actions), 2))
+        for k in range(actions.shape[1]):
+            pos = self.move(pos, actions[:, k])
+        return np.linalg.norm(pos - self.goal, axis=-1)
 
     def _sample_free(self, rng: np.random.Generator, room: int) -> np.ndarray:
         c = self.config
@@ -130,8 +139,7 @@ class TwoRooms(gym.Env):
         return self.render(), info
 
     def step(self, action):
-        action = np.clip(np.asarray(action, np.float64), -self.config.max_speed, self.config.max_speed)
-        self.state = self._move(self.state, action)
+        self.state = self.move(self.state, action)
         self.steps += 1
         info = self._info()
         terminated = info['success']
