@@ -194,6 +194,7 @@ def world_model_config() -> ml_collections.ConfigDict:
     c.predictor = ml_collections.ConfigDict(dict(
         embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
         action_dim=7,             # actions and proprioceptive states (DROID: xyz, euler xyz, gripper)
+        action_scale=1.0, state_scale=1.0,  # actions and states enter the predictor multiplied by them
         rope_form='tiled', remat_policy='full', dtype='bfloat16'))
     c.loss = ml_collections.ConfigDict(dict(auto_steps=2, loss_exp=1.0))
     c.data = ml_collections.ConfigDict(dict(
@@ -243,19 +244,23 @@ def simulated_world_model(env: str, arg=None) -> ml_collections.ConfigDict:
     c.env = ml_collections.ConfigDict(dict(name=env, episodes=300, steps=64, seed=0))
     c.pretrain = env_pretrain_config()
     c.encoder.model = ml_collections.ConfigDict(c.pretrain.model.to_dict())
-    c.predictor.update(embed_dim=64, depth=3, num_heads=4, action_dim=2, remat_policy='none', dtype='float32')
+    # a model action sums frame_step env actions of at most max_speed (0.06): scaled to [-1, 1]
+    c.predictor.update(embed_dim=64, depth=3, num_heads=4, action_dim=2, action_scale=1 / (5 * 0.06),
+                       remat_policy='none', dtype='float32')
     c.data.update(num_frames=4, frame_step=5, val_episodes=20, global_batch_size=32, cache_tokens=True)
     c.optim.update(ipe=100, epochs=12, warmup=1, anneal=3, start_lr=1e-4, lr=1e-3, final_lr=0.0,
                    weight_decay=0.04, final_weight_decay=0.04)
     c.train.update(log_every=100, tensorboard=False)
     c.checkpoint.update(every_steps=500, keep_last=1, async_save=False)
     c.plan = ml_collections.ConfigDict(dict(
-        goals=50, goal_seed=10_000,        # held-out tasks: reset seeds goal_seed + i (episodes use seed + i)
+        # held-out tasks: reset seeds goal_seed + i (episodes use seed + i); settings were chosen on
+        # seeds 10_000-10_011, the reported runs use 20_000 on
+        goals=6, goal_seed=20_000,        # 6: the whole command in <= 15 min on 2 CPU cores
         horizon=3, model_steps=20, energy='l1_pyramid', energy_steps='all', warm_start=True,
         cem=ml_collections.ConfigDict(dict(samples=128, elites=12, iterations=4, momentum_mean=0.15,
                                            momentum_std=0.15, init_std=1.0)),
         gradient=ml_collections.ConfigDict(dict(restarts=8, steps=20, learning_rate=0.1)),
-        budgets=((32, 2), (64, 4), (256, 6)), budget_goals=20,  # budget.png: CEM samples x iterations
+        budgets=((32, 2),), budget_goals=6,  # budget.png: CEM samples x iterations (+ the main run)
     ))
     if arg == 'test':
         c.env.update(episodes=6, steps=20)

@@ -32,13 +32,15 @@ def step_layout(num_steps: int, frame_tokens: int, cond_tokens: int, grid: Seque
 
 class ACPredictor(nnx.Module):
     """grid: the encoder's spatial token grid (H', W') per step (16 x 16 at 256 px).
-    action_dim: actions and states (7: xyz, euler xyz, gripper); extrinsics have action_dim - 1."""
+    action_dim: actions and states (7: xyz, euler xyz, gripper); extrinsics have action_dim - 1.
+    action_scale, state_scale: actions and states enter multiplied by them (units of order 1)."""
 
     def __init__(self, *, grid: Sequence[int] = (16, 16), embed_dim=1408, predictor_embed_dim=1024, depth=24,
                  num_heads=16, mlp_ratio=4.0, action_dim=7, use_extrinsics=False, frame_causal=True,
                  rope_form='tiled', scan_layers=False, remat_policy='none', attention_query_chunk=0, dtype=None,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 param_dtype=jnp.float32, action_scale: float = 1.0, state_scale: float = 1.0, rngs: nnx.Rngs):
         self.grid = tuple(grid)
+        self.action_scale, self.state_scale = action_scale, state_scale  # inputs times these (1.0: the original)
         self.use_extrinsics, self.frame_causal = use_extrinsics, frame_causal
         self.scan_layers, self.remat_policy = scan_layers, remat_policy
         self.predictor_embed = _linear(embed_dim, predictor_embed_dim, dtype, param_dtype, rngs)
@@ -65,7 +67,7 @@ class ACPredictor(nnx.Module):
             raise ValueError(f'{n} tokens are not whole steps of {self.grid[0]}x{self.grid[1]} tokens')
         steps = n // frame_tokens
         x = self.predictor_embed(tokens).reshape(b, steps, frame_tokens, -1)
-        cond = [self.action_encoder(actions), self.state_encoder(states)]
+        cond = [self.action_encoder(actions * self.action_scale), self.state_encoder(states * self.state_scale)]
         if self.use_extrinsics:
             if extrinsics is None:
                 raise ValueError('this predictor was built with use_extrinsics=True: pass extrinsics (B, T, A - 1)')

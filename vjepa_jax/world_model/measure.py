@@ -25,7 +25,6 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from vjepa_jax import config as config_lib
 from vjepa_jax.world_model import collect, mpc, planners, trainer
@@ -99,6 +98,9 @@ def measure_task(task: str, workdir: str, goals: int = 0, conditions=CONDITIONS,
     encoder, predictor, untrained = prepare_task(c, out_dir, log)
     results, episodes = {}, {}
     for name in conditions:
+        if name == 'oracle' and not mpc.can_simulate(collect.make_env(c.env.name)):
+            log(f'[{task}] oracle: left out ({c.env.name} has no batched simulator and does not deep-copy)')
+            continue
         t0 = time.time()
         r = run_condition(c, name, encoder, predictor, untrained, goals, record=1)
         episodes[name] = r
@@ -118,6 +120,8 @@ def measure_task(task: str, workdir: str, goals: int = 0, conditions=CONDITIONS,
                               samples=samples, iterations=iterations)
             sweep[f'{samples}x{iterations}'] = {k: r[k] for k in ('success', 'final_distance', 'seconds_per_action')}
             log(f'[{task}] budget {samples} samples x {iterations} iterations: {r["success"]:.0f}%')
+        if goals <= c.plan.budget_goals:  # the main run is the sweep's largest budget
+            sweep[f'{c.plan.cem.samples}x{c.plan.cem.iterations}'] = results['cem']
         results['budget'] = sweep
         plots.budget(sweep, os.path.join(out_dir, 'budget.png'), task)
     return results

@@ -112,6 +112,17 @@ def random_policy(cfg: PlanConfig, low, high) -> Callable:
     return policy
 
 
+def can_simulate(env) -> bool:
+    """Whether oracle_policy can plan on env: a batched `simulate`, or deep copies."""
+    if hasattr(env, 'simulate'):
+        return True
+    try:
+        copy.deepcopy(env)
+        return True
+    except TypeError:
+        return False
+
+
 def oracle_policy(envs: list, cfg: PlanConfig, low, high) -> Callable:
     """CEM (cfg.cem) whose energy is the true distance after the candidate actions, from the
     environment's own batched `simulate(actions (S, K, A)) -> (S,)` when it has one, else from

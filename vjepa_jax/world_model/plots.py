@@ -61,18 +61,24 @@ def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0,
                               jnp.broadcast_to(state, (len(actions), 1, state.shape[0])))
         return objective.energy(z[:, -1], z_goal, cfg.energy, encoder.grid[-2:])
     latent = np.asarray(energies(jnp.asarray(grid))).reshape(n, n)
-    true = np.empty(len(grid))
-    for i, a in enumerate(grid[:, 0]):
-        sim = copy.deepcopy(env)
-        for _ in range(cfg.frame_step):
-            _, _, _, _, step_info = sim.step(a / cfg.frame_step)
-        true[i] = step_info['distance']
+    steps = np.repeat(grid.astype(np.float64), cfg.frame_step, axis=1) / cfg.frame_step
+    true = env.simulate(steps) if hasattr(env, 'simulate') else None  # environments without a batched simulator:
+    if true is None:                                                    # deep copies, if they can be copied
+        try:
+            true = np.empty(len(grid))
+            for i, seq in enumerate(steps):
+                sim = copy.deepcopy(env)
+                for a in seq:
+                    step_info = sim.step(a)[-1]
+                true[i] = step_info['distance']
+        except TypeError:  # e.g. pymunk spaces (PushT) do not copy
+            true = np.full(len(grid), np.nan)
     one = mpc.latent_policy(encoder, predictor, dataclasses.replace(cfg, horizon=1), low, high)
     chosen = np.asarray(one(jnp.asarray(obs[None]), jnp.asarray(info['state'][None], jnp.float32), z_goal[None],
                             jax.random.key(0)))[0, 0]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
     extent = (low[1], high[1], high[0], low[0])  # rows: action dim 0 (y), columns: dim 1 (x)
-    for ax, values, title in ((axes[0], latent, 'world-model energy (L1, final tokens)'),
+    for ax, values, title in ((axes[0], latent, f'world-model energy ({cfg.energy})'),
                               (axes[1], true.reshape(n, n), 'true distance to the goal after it')):
         im = ax.imshow(values, extent=extent, cmap='viridis', aspect='auto')
         ax.plot(chosen[1], chosen[0], 'r*', ms=12, label='CEM choice (horizon 1)')

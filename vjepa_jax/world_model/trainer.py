@@ -73,7 +73,8 @@ def build_predictor(pred_cfg, encoder, seed: int) -> ACPredictor:
     return ACPredictor(grid=grid, embed_dim=encoder.embed_dim, predictor_embed_dim=pred_cfg.embed_dim,
                        depth=pred_cfg.depth, num_heads=pred_cfg.num_heads, mlp_ratio=pred_cfg.mlp_ratio,
                        action_dim=pred_cfg.action_dim, rope_form=pred_cfg.rope_form,
-                       remat_policy=pred_cfg.remat_policy, dtype=None if pred_cfg.dtype == 'float32'
+                       remat_policy=pred_cfg.remat_policy, action_scale=pred_cfg.action_scale, state_scale=pred_cfg.state_scale,
+                       dtype=None if pred_cfg.dtype == 'float32'
                        else jnp.dtype(pred_cfg.dtype), rngs=nnx.Rngs(seed))
 
 
