@@ -60,7 +60,9 @@ def prepare_task(c, workdir: str, log=print) -> tuple:
     ckpt.close()
     if done is None or done < total:
         t0 = time.time()
-        train.train(c.pretrain, enc_dir, log)
+        done = int(train.train(c.pretrain, enc_dir, log)['step'])
+        if done < total:  # SIGTERM: the checkpoint is saved; planning on a half-trained encoder would mislead
+            raise SystemExit(f'pretraining stopped at step {done} of {total} (SIGTERM); rerun the same command to resume')
         log(f'[{c.env.name}] encoder pretrained ({time.time() - t0:.0f}s)')
     c.encoder.workdir = enc_dir
     c.data.update(tfds='trajectories', data_dir=data_dir, episodes='')
