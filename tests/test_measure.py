@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.helpers import run_tool
+from helpers import run_tool
 
 pytestmark = pytest.mark.slow
 

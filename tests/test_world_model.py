@@ -372,8 +372,9 @@ def test_latent_policy_is_cem_on_the_imagined_final_frames_energy(converted_ac, 
 TRAIN_STEPS = 8
 
 
-def trainer_process(workdir, episodes):
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1',
+def trainer_process(workdir, episodes, devices=1):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
                JAX_COMPILATION_CACHE_DIR=os.path.join(ROOT, '.jax_cache'))
     args = [f'--workdir={workdir}', f'--config.data.episodes={episodes}', f'--config.train.num_steps={TRAIN_STEPS}',
             '--config.optim.ipe=4', '--config.train.log_every=1', '--config.checkpoint.every_steps=2',
@@ -423,3 +424,35 @@ def test_ac_trainer_resumes_bit_exactly_after_sigkill(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     fresh = nnx.to_pure_dict(nnx.state(trainer.build_predictor(cfg.predictor, encoder, cfg.seed)))
     assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(fresh)))
+    # the same run sharded over 2 devices (mesh data=-1: the batch of 4 split in two) = one device
+    proc = trainer_process(tmp_path / 'two_devices', episodes, devices=2)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-3000:]
+    sharded = read_jsonl(os.path.join(tmp_path / 'two_devices', 'metrics.jsonl'))
+    for r, w in zip(sharded, want, strict=True):
+        np.testing.assert_allclose([r[k] for k in ('loss', 'teacher_forcing', 'rollout')],
+                                   [w[k] for k in ('loss', 'teacher_forcing', 'rollout')], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_streamed_windows_train_with_the_encoder_in_the_step_and_resume(tmp_path):
+    """data.cache_tokens=False: grain windows from the built trajectories dataset, the frozen
+    encoder inside the step; a second run resumes from the checkpoint's grain position and
+    continues with the batches an uninterrupted run draws."""
+    from vjepa_jax.data import build as build_lib
+    from vjepa_jax.world_model import collect, trainer
+    episodes = collect.collect('two_rooms', str(tmp_path), episodes=4, steps=20, log=lambda *a, **k: None)
+    build_lib.build('trajectories', str(tmp_path / 'data'), manual_dir=episodes)
+
+    def run(workdir, steps):
+        cfg = load_config('configs/world_model/two_rooms.py:test', {
+            'data.cache_tokens': False, 'data.tfds': 'trajectories', 'data.data_dir': str(tmp_path / 'data'),
+            'train.num_steps': steps, 'optim.ipe': 4, 'train.log_every': 1, 'checkpoint.every_steps': 2,
+            'data.global_batch_size': 8})  # the tests' 8 CPU devices split the batch
+        return trainer.train(cfg, str(workdir), log=lambda *a, **k: None)[1]
+    straight = run(tmp_path / 'straight', 4)
+    run(tmp_path / 'split', 2)
+    resumed = run(tmp_path / 'split', 4)
+    assert np.isfinite(straight['loss']) and resumed == straight  # the same windows after the resume
+    rows = read_jsonl(os.path.join(tmp_path / 'split', 'metrics.jsonl'))
+    assert [r['step'] for r in rows] == [0, 1, 2, 3]
