@@ -123,6 +123,24 @@ def can_simulate(env) -> bool:
         return False
 
 
+def true_distances(env, actions, cfg: PlanConfig) -> np.ndarray:
+    """(S,) float32 true distances to the goal after model actions (S, H, A) from env's current
+    state (env unchanged): at the last step, or the mean over the H steps (cfg.energy_steps).
+    The environment's batched `simulate` when it has one, else deep copies stepped one by one."""
+    steps = np.repeat(np.asarray(actions, np.float64), cfg.frame_step, axis=1) / cfg.frame_step
+    horizon = actions.shape[1]
+    ends = range(1, horizon + 1) if cfg.energy_steps == 'all' else [horizon]
+    if hasattr(env, 'simulate'):
+        return np.mean([env.simulate(steps[:, :k * cfg.frame_step]) for k in ends], 0).astype(np.float32)
+    dist = np.zeros(len(steps), np.float32)
+    for i, seq in enumerate(steps):
+        sim, at = copy.deepcopy(env), {}
+        for j, a in enumerate(seq):
+            at[j + 1] = sim.step(a)[-1]['distance']
+        dist[i] = np.mean([at[k * cfg.frame_step] for k in ends])
+    return dist
+
+
 def oracle_policy(envs: list, cfg: PlanConfig, low, high) -> Callable:
     """CEM (cfg.cem) whose energy is the true distance after the candidate actions, from the
     environment's own batched `simulate(actions (S, K, A)) -> (S,)` when it has one, else from
@@ -130,26 +148,10 @@ def oracle_policy(envs: list, cfg: PlanConfig, low, high) -> Callable:
     a_dim = len(np.atleast_1d(low))
     cem_cfg = dataclasses.replace(cfg.cem, horizon=cfg.horizon, action_dim=a_dim)
 
-    def true_energy(env, actions):
-        steps = np.repeat(np.asarray(actions, np.float64), cfg.frame_step, axis=1) / cfg.frame_step
-        if hasattr(env, 'simulate'):
-            per_step = np.stack([env.simulate(steps[:, :(k + 1) * cfg.frame_step]) for k in range(cfg.horizon)]
-                                if cfg.energy_steps == 'all' else [env.simulate(steps)])
-            return per_step.mean(0).astype(np.float32)
-        dist = np.zeros(len(steps), np.float32)
-        for i, seq in enumerate(steps):
-            sim = copy.deepcopy(env)
-            for j, a in enumerate(seq):
-                info = sim.step(a)[-1]
-                if cfg.energy_steps == 'all' and (j + 1) % cfg.frame_step == 0:
-                    dist[i] += info['distance'] / cfg.horizon
-            dist[i] = dist[i] if cfg.energy_steps == 'all' else info['distance']
-        return dist
-
     @jax.jit
     def plan_one(key, init, index):  # compiled once; the callback picks the episode's environment
         def energy_fn(actions):
-            return jax.pure_callback(lambda a, i: true_energy(envs[int(i)], a),
+            return jax.pure_callback(lambda a, i: true_distances(envs[int(i)], a, cfg),
                                      jax.ShapeDtypeStruct(actions.shape[:1], jnp.float32), actions, index)
         return planners.cem(energy_fn, key, cem_cfg, low, high, init)[0]
 

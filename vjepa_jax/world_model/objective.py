@@ -20,10 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vjepa_jax.data.transforms import MEAN, STD  # the pipeline's ImageNet normalisation (0-255 scale)
 from vjepa_jax.jepa import layer_norm
-
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0  # the pipeline's ImageNet normalisation
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 
 
 def encode_frames(encoder, frames: jax.Array, tubelet_size: int = 2) -> jax.Array:

@@ -41,8 +41,6 @@ def strip(result: dict, path: str, title: str, max_frames: int = 12) -> str:
 def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0, n: int = 21) -> str:
     """For the first held-out task: the world model's energy of one model step over a grid of the
     action's two dimensions, beside the true distance after executing it, with the CEM choice."""
-    import copy
-
     from vjepa_jax.world_model import collect, mpc, objective
     plt = _plt()
     env = collect.make_env(c.env.name)
@@ -61,18 +59,10 @@ def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0,
                               jnp.broadcast_to(state, (len(actions), 1, state.shape[0])))
         return objective.energy(z[:, -1], z_goal, cfg.energy, encoder.grid[-2:])
     latent = np.asarray(energies(jnp.asarray(grid))).reshape(n, n)
-    steps = np.repeat(grid.astype(np.float64), cfg.frame_step, axis=1) / cfg.frame_step
-    true = env.simulate(steps) if hasattr(env, 'simulate') else None  # environments without a batched simulator:
-    if true is None:                                                    # deep copies, if they can be copied
-        try:
-            true = np.empty(len(grid))
-            for i, seq in enumerate(steps):
-                sim = copy.deepcopy(env)
-                for a in seq:
-                    step_info = sim.step(a)[-1]
-                true[i] = step_info['distance']
-        except TypeError:  # e.g. pymunk spaces (PushT) do not copy
-            true = np.full(len(grid), np.nan)
+    try:
+        true = mpc.true_distances(env, grid, dataclasses.replace(cfg, energy_steps='final'))
+    except TypeError:  # no batched simulator, and it does not deep-copy (pymunk: PushT)
+        true = np.full(len(grid), np.nan)
     one = mpc.latent_policy(encoder, predictor, dataclasses.replace(cfg, horizon=1), low, high)
     chosen = np.asarray(one(jnp.asarray(obs[None]), jnp.asarray(info['state'][None], jnp.float32), z_goal[None],
                             jax.random.key(0)))[0, 0]
