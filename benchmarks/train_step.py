@@ -8,6 +8,9 @@ once per mask; training = 3x forward for the online networks (forward + backward
   python benchmarks/train_step.py                 # tiny on whatever backend is present
   python benchmarks/train_step.py --config=vitl16 --batch=24 --steps=20
   python benchmarks/train_step.py --config=configs/demo.py      # the demo's step alone, no data loading
+  python benchmarks/train_step.py --alternate=attention_impl=xla,blocked   # two attention paths, alternated
+  python benchmarks/train_step.py --set img_size=224 num_frames=16 patch_size=16 variant=tiny --batch=2 \
+      --steps=5 --alternate=attention_impl=xla,blocked                     # 1568 tokens
 """
 from __future__ import annotations
 
@@ -29,26 +32,13 @@ from vjepa_jax.models import factory  # noqa: E402
 from vjepa_jax.config import load_config  # noqa: E402
 from vjepa_jax.flops import peak_flops, step_flops  # noqa: E402
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--config', default='tiny')
-    ap.add_argument('--batch', type=int, default=0, help='per-device batch (default: the config global batch)')
-    ap.add_argument('--steps', type=int, default=20)
-    ap.add_argument('--set', nargs='*', default=[], help='model overrides k=v, e.g. remat_policy=full')
-    args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = args.config if args.config.endswith('.py') else os.path.join(root, 'configs', 'pretrain', f'{args.config}.py')
-    cfg = load_config(path)  # a name under configs/pretrain/ or any config file (configs/demo.py)
-    for kv in args.set:
-        k, v = kv.split('=')
-        cfg.model[k] = type(cfg.model[k])(v) if not isinstance(cfg.model[k], bool) else v == 'true'
-    batch = args.batch or cfg.data.global_batch_size
+def build(cfg, batch: int):
+    """-> (compiled step, state, clips, masks, compile seconds, XLA FLOPs, sampler counts)."""
     trainer = train_state.make_trainer(cfg)
     sampler = masks.make_sampler(cfg, trainer.grid)
     state = jax.jit(lambda: trainer.init(0, cfg.model, factory.num_mask_tokens(cfg)))()
     m = cfg.model
-    clips = jax.random.normal(jax.random.key(0), (batch, m.num_frames, m.img_size, m.img_size, 3),
-                              jnp.float32)
+    clips = jax.random.normal(jax.random.key(0), (batch, m.num_frames, m.img_size, m.img_size, 3), jnp.float32)
     mask_list = [tuple(jnp.asarray(a) for a in p) for p in sampler(0, batch)]
     step_fn = jax.jit(trainer.train_step, donate_argnums=(0,))
     t0 = time.time()
@@ -60,24 +50,58 @@ def main():
           f'{mem.argument_size_in_bytes / 2**30:.2f} GiB' if mem is not None else ''), flush=True)  # before any step
     state, out = compiled(state, clips, mask_list)
     jax.block_until_ready(out)
-    times = []
+    return compiled, state, clips, mask_list, compile_s, xla_flops, sampler.counts
+
+
+def override(cfg, kv: str):
+    k, v = kv.split('=')
+    cfg.model[k] = type(cfg.model[k])(v) if not isinstance(cfg.model[k], bool) else v == 'true'
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--config', default='tiny')
+    ap.add_argument('--batch', type=int, default=0, help='per-device batch (default: the config global batch)')
+    ap.add_argument('--steps', type=int, default=20)
+    ap.add_argument('--set', nargs='*', default=[], help='model overrides k=v, e.g. remat_policy=full')
+    ap.add_argument('--alternate', default='', help='KEY=V1,V2,...: one step per model.KEY value, timed in '
+                    'alternation (e.g. attention_impl=xla,blocked); ratios to the first value')
+    args = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = args.config if args.config.endswith('.py') else os.path.join(root, 'configs', 'pretrain', f'{args.config}.py')
+    key, _, values = args.alternate.partition('=')
+    runs = {}
+    for value in (values.split(',') if values else ['']):
+        cfg = load_config(path)  # a name under configs/pretrain/ or any config file (configs/demo.py)
+        for kv in args.set + ([f'{key}={value}'] if value else []):
+            override(cfg, kv)
+        batch = args.batch or cfg.data.global_batch_size
+        runs[value] = (cfg, build(cfg, batch))
+    times = {v: [] for v in runs}
     for _ in range(args.steps):
-        t = time.time()
-        state, out = compiled(state, clips, mask_list)
-        jax.block_until_ready(out)
-        times.append(time.time() - t)
-    dt = float(np.median(times))
-    flops = step_flops(cfg, sampler.counts) * batch
+        for value, (cfg, (compiled, state, clips, mask_list, *_)) in runs.items():
+            t = time.time()
+            state, out = compiled(state, clips, mask_list)
+            jax.block_until_ready(out)
+            times[value].append(time.time() - t)
+            runs[value] = (cfg, (compiled, state, clips, mask_list, *runs[value][1][4:]))
     dev = jax.devices()[0]
-    print(f'device: {dev.device_kind} ({jax.device_count()} x {dev.platform}), config {args.config}, '
-          f'batch {batch}, dtype {m.dtype}, remat {m.remat_policy}, scan {m.scan_layers}')
-    print(f'compile {compile_s:.1f}s | step {dt * 1000:.1f} ms (median of {args.steps}) | '
-          f'{batch / dt:.1f} clips/s | loss {float(out["loss"]):.4f}')
-    print(f'FLOPs/step (original counting) {flops / 1e9:.2f} GFLOP; XLA cost analysis {xla_flops / 1e9:.2f} GFLOP '
-          f'(ratio {flops / xla_flops:.3f})')
-    peak = peak_flops(dev.device_kind)
-    if peak:
-        print(f'MFU {flops / dt / peak * 100:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16 peak')
+    base = None
+    for value, (cfg, (_, _, _, _, compile_s, xla_flops, counts)) in runs.items():
+        m, dt = cfg.model, float(np.median(times[value]))
+        base = base or dt
+        flops = step_flops(cfg, counts) * batch
+        label = f'{key}={value}: ' if value else ''
+        print(f'{label}device: {dev.device_kind} ({jax.device_count()} x {dev.platform}), config {args.config}, '
+              f'batch {batch}, dtype {m.dtype}, remat {m.remat_policy}, scan {m.scan_layers}, '
+              f'attention {m.attention_impl}')
+        print(f'{label}compile {compile_s:.1f}s | step {dt * 1000:.1f} ms (median of {args.steps}; min '
+              f'{min(times[value]) * 1000:.1f}) | ratio to the first {dt / base:.2f} | {batch / dt:.1f} clips/s')
+        print(f'{label}FLOPs/step (original counting) {flops / 1e9:.2f} GFLOP; XLA cost analysis '
+              f'{xla_flops / 1e9:.2f} GFLOP (ratio {flops / xla_flops:.3f})')
+        peak = peak_flops(dev.device_kind)
+        if peak:
+            print(f'{label}MFU {flops / dt / peak * 100:.1f}% of {peak / 1e12:.0f} TFLOP/s bf16 peak')
 
 
 if __name__ == '__main__':

@@ -187,8 +187,10 @@ def test_token_subset_is_permutation_equivariant(pos_embed, small_clip):
 
 
 def test_scan_and_remat_equal_unrolled(small_clip):
-    outs = []
-    for scan, remat in ((False, 'none'), (True, 'none'), (True, 'full'), (False, 'dots')):
+    """Every remat policy, scanned or unrolled: the outputs and every gradient of the plain model."""
+    from vjepa_jax.models.vit import REMAT_POLICIES, unstack_blocks
+    outs, grads_all = [], []
+    for scan, remat in [(False, 'none'), (True, 'none'), (True, 'full')] + [(False, p) for p in REMAT_POLICIES]:
         enc = vit('micro', img_size=32, num_frames=4, scan_layers=scan, remat_policy=remat, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(enc)
 
@@ -196,13 +198,15 @@ def test_scan_and_remat_equal_unrolled(small_clip):
         def forward_and_grads(params, x):
             def total(p):
                 out = nnx.merge(graphdef, p)(x)
-                return out.sum(), out
+                return jnp.sum(jnp.sin(out)), out
             return jax.grad(total, has_aux=True)(params)
         grads, out = forward_and_grads(params, small_clip)
+        grads = nnx.to_pure_dict(grads)
         outs.append(out)
-        assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-    for o in outs[1:]:
+        grads_all.append(unstack_blocks(grads) if scan else grads)
+    for o, g in zip(outs[1:], grads_all[1:]):
         np.testing.assert_allclose(o, outs[0], atol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g, grads_all[0])
 
 
 def test_image_mode_and_other_sizes(small_clip):
@@ -228,17 +232,65 @@ def test_vjepa2_rescale_init_and_mask_tokens():
     assert abs(std - 0.02) < 0.002  # trunc_normal(0.02) with the absolute +-2 bounds is ~N(0, 0.02)
 
 
-def test_query_chunked_attention_equals_full_attention():
+@pytest.mark.parametrize('nq, nk', [(50, 50), (3, 130)])  # self-attention, and few queries on many tokens
+def test_pallas_flash_attention_equals_xla(nq, nk):
+    """The Pallas TPU kernel (TPU interpret mode on CPU) pads tokens to 128 and masks the padding:
+    outputs and gradients equal the XLA path's, so no padded token leaks into a real one."""
     from vjepa_jax.models.vit import attention
-    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 50, 3, 8))
+    keys = jax.random.split(jax.random.key(1), 3)
+    q = jax.random.normal(keys[0], (2, nq, 2, 16))
+    k, v = (jax.random.normal(key, (2, nk, 2, 16)) for key in keys[1:])
 
-    def loss(chunk):
-        return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, chunk)))
+    def out_and_grads(impl):
+        fn = lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, impl=impl)))  # noqa: E731
+        return attention(q, k, v, impl=impl), jax.grad(fn, argnums=(0, 1, 2))(q, k, v)
+    (out_p, grads_p), (out_x, grads_x) = out_and_grads('pallas'), out_and_grads('xla')
+    np.testing.assert_allclose(out_p, out_x, atol=2e-6)
+    for g_p, g_x in zip(grads_p, grads_x):
+        np.testing.assert_allclose(g_p, g_x, atol=2e-5)
 
-    @jax.jit  # both forms and their gradients, one compilation
-    def both(q, k, v):
-        return [(attention(q, k, v, chunk), jax.grad(loss(chunk), argnums=(0, 1, 2))(q, k, v)) for chunk in (16, 0)]
-    (out_chunk, grads_chunk), (out_full, grads_full) = both(q, k, v)
-    np.testing.assert_allclose(out_chunk, out_full, atol=1e-6)  # 50 = 3 x 16 + 2 padded
-    for g_chunk, g_full in zip(grads_chunk, grads_full):
-        np.testing.assert_allclose(g_chunk, g_full, atol=1e-5)
+
+def test_attention_impl_errors_name_the_choice():
+    from vjepa_jax.models.vit import attention
+    q = jnp.zeros((1, 4, 1, 8))
+    with pytest.raises(ValueError, match="attention_impl 'flash'"):
+        attention(q, q, q, impl='flash')
+    with pytest.raises(ValueError, match='no block-causal path'):
+        attention(q, q, q, steps=jnp.arange(4), impl='pallas')
+
+
+def test_encoder_and_probe_equal_across_attention_impls():
+    """The same init through 'xla' and 'pallas' (the whole encoder and an attentive probe)."""
+    from vjepa_jax.models.probe import AttentiveProbe
+    x = jax.random.normal(jax.random.key(0), (1, 4, 32, 32, 3))
+    tokens, logits = [], []
+    for impl in ('xla', 'pallas'):
+        enc = vit('micro', img_size=32, num_frames=4, patch_size=16, tubelet_size=2, attention_impl=impl,
+                  rngs=nnx.Rngs(0))
+        probe = AttentiveProbe(embed_dim=96, num_heads=3, heads=(('linear', 5),), depth=2, attention_impl=impl,
+                               rngs=nnx.Rngs(1))
+        tokens.append(enc(x))
+        logits.append(probe(tokens[-1])['linear'])
+    np.testing.assert_allclose(tokens[1], tokens[0], atol=1e-5)
+    np.testing.assert_allclose(logits[1], logits[0], atol=1e-5)
+
+
+@pytest.mark.parametrize('impl', ['blocked', 'xla'])
+def test_query_chunked_attention_equals_full_attention(impl):
+    """Every CPU path and block size (chunked and rematerialised, or the default blocks) gives
+    the outputs and gradients of jax.nn.dot_product_attention on the whole sequence."""
+    from vjepa_jax.models.vit import QUERY_BLOCK, attention
+    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, QUERY_BLOCK + 50, 3, 8))
+
+    def loss(chunk, impl):
+        return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, chunk, impl=impl)))
+
+    @jax.jit  # the forms and their gradients, one compilation
+    def forms(q, k, v):
+        return [(attention(q, k, v, chunk, impl=i), jax.grad(loss(chunk, i), argnums=(0, 1, 2))(q, k, v))
+                for chunk, i in ((16, impl), (0, impl), (0, 'xla'))]
+    (out_chunk, grads_chunk), (out_default, grads_default), (out_full, grads_full) = forms(q, k, v)
+    for out, grads in ((out_chunk, grads_chunk), (out_default, grads_default)):  # 178 = 11 x 16 + 2 padded
+        np.testing.assert_allclose(out, out_full, atol=1e-6)
+        for g, g_full in zip(grads, grads_full):
+            np.testing.assert_allclose(g, g_full, atol=1e-5)

@@ -139,6 +139,20 @@ def test_main_runs_and_writes_metrics(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
     assert [row['step'] for row in rows] == [0, 5, 10, 11]
     assert 'steps/s' in r.stdout and 'ETA' in r.stdout
+    assert 'steps_per_s' not in rows[0]  # the first row's time is compilation
+    assert all(row['steps_per_s'] > 0 and row['model_tflops_per_device'] > 0 for row in rows[1:])
+    assert not any('mfu' in row for row in rows)  # no known peak for a CPU
+
+
+def test_step_speed_is_flops_over_time_over_peak(monkeypatch):
+    from vjepa_jax import train
+    clock = iter([100.0, 102.0, 103.0])
+    monkeypatch.setattr(train.time, 'time', lambda: next(clock))
+    speed = train.StepSpeed(flops_per_step=6e12, peak=1e12, devices=2)
+    assert speed.update(10) == {}
+    got = speed.update(14)  # 4 steps in 2 s: 2 steps/s x 6e12 / 2 devices = 6e12 per device
+    assert got == {'steps_per_s': 2.0, 'model_tflops_per_device': 6.0, 'mfu': 6.0}
+    assert speed.update(15)['steps_per_s'] == 1.0
 
 
 @pytest.mark.slow

@@ -40,31 +40,33 @@ def tiny_predictor(frame_causal=True, query_chunk=0, action_dim=3, seed=0):
 
 
 # -- 1: no token attends to a later step ----------------------------------------------------------
-@functools.partial(jax.jit, static_argnums=0)
-def attention_and_jacobians(query_chunk, q, k, v):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def attention_and_jacobians(query_chunk, impl, q, k, v):
     """-> attention output (B, N, heads, hd) and |d out_i / d k_j|, |d out_i / d v_j| maxed over
     everything but the query token i and key token j: (N, N) each."""
-    fn = lambda k, v: attention(q, k, v, query_chunk, jnp.asarray(STEPS))  # noqa: E731
+    fn = lambda k, v: attention(q, k, v, query_chunk, jnp.asarray(STEPS), impl)  # noqa: E731
     jk, jv = jax.jacrev(fn, argnums=(0, 1))(k, v)  # (B, N, h, hd, B, N, h, hd)
     per_pair = lambda j: jnp.abs(j).max(axis=(0, 2, 3, 4, 6, 7))  # noqa: E731
     return fn(k, v), per_pair(jk), per_pair(jv)
 
 
+@pytest.mark.parametrize('impl', ['blocked', 'xla'])
 @pytest.mark.parametrize('query_chunk', [0, 3])
-def test_attention_never_reads_a_later_step(query_chunk):
+def test_attention_never_reads_a_later_step(query_chunk, impl):
     q, k, v = jax.random.normal(jax.random.key(0), (3, 1, len(STEPS), 2, 4))
-    out, dk, dv = attention_and_jacobians(query_chunk, q, k, v)
+    out, dk, dv = attention_and_jacobians(query_chunk, impl, q, k, v)
     later = STEPS[None, :] > STEPS[:, None]  # [i, j]: key j is of a later step than query i
     for d in (dk, dv):
         d = np.asarray(d)
         assert (d[later] == 0).all()  # exactly: no path at all from a later step's key or value
         assert (d[~later] > 1e-4).all()  # every own-or-earlier-step token does contribute
+    # every path equals jax.nn.dot_product_attention's XLA path on the whole sequence
+    full, _, _ = attention_and_jacobians(0, 'xla', q, k, v)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(full), atol=1e-6, rtol=1e-6)
     if query_chunk:  # the padded query blocks (8 = 3 + 3 + 2, one block split inside step 1) change nothing
-        full, _, _ = attention_and_jacobians(0, q, k, v)
-        np.testing.assert_allclose(np.asarray(out), np.asarray(full), atol=1e-6, rtol=1e-6)
         # and without steps, the chunked attention is plain attention
-        np.testing.assert_allclose(np.asarray(attention(q, k, v, query_chunk)), np.asarray(attention(q, k, v)),
-                                   atol=1e-6, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(attention(q, k, v, query_chunk, impl=impl)),
+                                   np.asarray(attention(q, k, v, impl='xla')), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize('query_chunk', [0, 5])
@@ -456,3 +458,6 @@ def test_streamed_windows_train_with_the_encoder_in_the_step_and_resume(tmp_path
     assert np.isfinite(straight['loss']) and resumed == straight  # the same windows after the resume
     rows = read_jsonl(os.path.join(tmp_path / 'split', 'metrics.jsonl'))
     assert [r['step'] for r in rows] == [0, 1, 2, 3]
+    # a rerun of the finished run trains nothing and reports its last logged metrics
+    assert run(tmp_path / 'split', 4) == {k: v for k, v in rows[-1].items() if k != 'step'}
+    assert len(read_jsonl(os.path.join(tmp_path / 'split', 'metrics.jsonl'))) == 4

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=False,        # lax.scan over stacked blocks (compile time flat in depth)
         remat_policy='none',      # 'none' | 'full' | 'dots' | 'dots_no_batch'
         attention_query_chunk=0,  # >0: attention over query blocks of this size (score memory / (N / size))
+        attention_impl='auto',    # 'auto' | 'blocked' | 'xla' | 'cudnn' | 'pallas': models/vit.py::attention
         dtype='bfloat16',         # compute dtype; params and optimiser stay float32
     ))
     c.mask = ml_collections.ConfigDict(dict(
@@ -98,7 +99,8 @@ def eval_config() -> ml_collections.ConfigDict:
         resolution=224, num_workers=0,
         crop_scale=(0.3, 1.0), flip=True,  # training views: random resized crop scale, horizontal flip
     ))
-    c.probe = ml_collections.ConfigDict(dict(style='vjepa1', depth=1, num_heads=16))
+    c.probe = ml_collections.ConfigDict(dict(style='vjepa1', depth=1, num_heads=16,
+                                             attention_impl='auto'))  # as model.attention_impl
     c.optim = ml_collections.ConfigDict(dict(
         epochs=20, batch_size=256,
         lr=(1e-3,), weight_decay=(0.01,),  # every lr x wd pair trains its own probe head
@@ -195,7 +197,7 @@ def world_model_config() -> ml_collections.ConfigDict:
         embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
         action_dim=7,             # actions and proprioceptive states (DROID: xyz, euler xyz, gripper)
         action_scale=1.0, state_scale=1.0,  # actions and states enter the predictor multiplied by them
-        rope_form='tiled', remat_policy='full', dtype='bfloat16'))
+        rope_form='tiled', remat_policy='full', attention_impl='auto', dtype='bfloat16'))
     c.loss = ml_collections.ConfigDict(dict(auto_steps=2, loss_exp=1.0))
     c.data = ml_collections.ConfigDict(dict(
         episodes='',              # a folder of .npz episodes (world_model/collect.py) ...

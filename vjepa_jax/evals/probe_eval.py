@@ -178,7 +178,7 @@ def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None =
     points = grid_points(o)
     spec = {'embed_dim': frozen.embed_dim, 'num_heads': config.probe.num_heads, 'depth': config.probe.depth,
             'style': config.probe.style, 'heads': [[HEAD, d.num_classes]]}
-    grid = GridProbe(spec, points, config.seed, o, total, int(o.warmup * ipe))
+    grid = GridProbe(spec, points, config.seed, o, total, int(o.warmup * ipe), config.probe.attention_impl)
 
     def encode(b):
         return b['tokens'] if 'tokens' in b else frozen(b['clips'])

@@ -75,11 +75,12 @@ def view_probs(graphdef, params, tokens):
 class GridProbe:
     """H probe heads with stacked params (leading axis H); hparams (H, 2) = (lr, wd)."""
 
-    def __init__(self, spec: dict, points: list, seed: int, optim, total_steps: int, warmup_steps: int):
+    def __init__(self, spec: dict, points: list, seed: int, optim, total_steps: int, warmup_steps: int,
+                 attention_impl: str = 'auto'):
         self.spec, self.points, self.optim = spec, points, optim
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.hparams = jnp.asarray(points, jnp.float32)
-        probes = [probe_from_spec(spec, nnx.Rngs(seed + h)) for h in range(len(points))]
+        probes = [probe_from_spec(spec, nnx.Rngs(seed + h), attention_impl=attention_impl) for h in range(len(points))]
         self.graphdef = nnx.graphdef(probes[0])
         self.params = jax.tree.map(lambda *x: jnp.stack(x), *[nnx.state(p, nnx.Param) for p in probes])
         tx = adamw(0.0, 0.0, optim.decay_all, optim.clip_grad)

@@ -37,7 +37,7 @@ class ACPredictor(nnx.Module):
 
     def __init__(self, *, grid: Sequence[int] = (16, 16), embed_dim=1408, predictor_embed_dim=1024, depth=24,
                  num_heads=16, mlp_ratio=4.0, action_dim=7, use_extrinsics=False, frame_causal=True,
-                 rope_form='tiled', scan_layers=False, remat_policy='none', attention_query_chunk=0, dtype=None,
+                 rope_form='tiled', scan_layers=False, remat_policy='none', attention_query_chunk=0, attention_impl='auto', dtype=None,
                  param_dtype=jnp.float32, action_scale: float = 1.0, state_scale: float = 1.0, rngs: nnx.Rngs):
         self.grid = tuple(grid)
         self.action_scale, self.state_scale = action_scale, state_scale  # inputs times these (1.0: the original)
@@ -50,7 +50,7 @@ class ACPredictor(nnx.Module):
         self.extrinsics_encoder = _linear(action_dim - 1, predictor_embed_dim, dtype, param_dtype, rngs)
         self.predictor_blocks = make_blocks(depth, predictor_embed_dim, num_heads, mlp_ratio, scan=scan_layers,
                                             rescale_init=True, rope_form=rope_form, query_chunk=attention_query_chunk,
-                                            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                                            attention_impl=attention_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.predictor_norm = _layer_norm(predictor_embed_dim, dtype, param_dtype, rngs)
         self.predictor_proj = _linear(predictor_embed_dim, embed_dim, dtype, param_dtype, rngs)
 

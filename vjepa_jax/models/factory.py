@@ -23,6 +23,7 @@ def build_models(model_cfg, num_mask_tokens: int, rngs: nnx.Rngs):
     shared = dict(pos_embed=model_cfg.pos_embed, rope_form=model_cfg.rope_form, uniform_power=model_cfg.uniform_power,
                   rescale_init=model_cfg.rescale_init, scan_layers=model_cfg.scan_layers,
                   remat_policy=model_cfg.remat_policy, attention_query_chunk=model_cfg.attention_query_chunk,
+                  attention_impl=model_cfg.attention_impl,
                   dtype=dtype, rngs=rngs)
     encoder = vit(model_cfg.variant, img_size=model_cfg.img_size, num_frames=model_cfg.num_frames,
                   patch_size=model_cfg.patch_size, tubelet_size=model_cfg.tubelet_size, in_chans=model_cfg.in_chans,

@@ -24,7 +24,7 @@ class Predictor(nnx.Module):
     def __init__(self, *, grid: Sequence[int], embed_dim=768, predictor_embed_dim=384, depth=12, num_heads=12,
                  mlp_ratio=4.0, num_mask_tokens=2, zero_init_mask_tokens=True, pos_embed='sincos',
                  rope_form='tiled', uniform_power=True, rescale_init=False, scan_layers=False, remat_policy='none',
-                 attention_query_chunk=0, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 attention_query_chunk=0, attention_impl='auto', dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.grid = tuple(grid)
         self.num_patches = int(np.prod(self.grid))
         self.pred_dim = predictor_embed_dim
@@ -41,7 +41,7 @@ class Predictor(nnx.Module):
         self.predictor_blocks = make_blocks(depth, predictor_embed_dim, num_heads, mlp_ratio, scan=scan_layers,
                                             rescale_init=rescale_init,
                                             rope_form=rope_form if pos_embed == 'rope' else None,
-                                            query_chunk=attention_query_chunk,
+                                            query_chunk=attention_query_chunk, attention_impl=attention_impl,
                                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.predictor_norm = _layer_norm(predictor_embed_dim, dtype, param_dtype, rngs)
         self.predictor_proj = _linear(predictor_embed_dim, embed_dim, dtype, param_dtype, rngs)

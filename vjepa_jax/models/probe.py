@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vjepa_jax.models.vit import Mlp, _layer_norm, _linear, make_blocks, run_blocks, trunc_normal_init
+from vjepa_jax.models.vit import Mlp, _layer_norm, _linear, attention, make_blocks, run_blocks, trunc_normal_init
 
 STYLES = ('vjepa1', 'vjepa2')
 NORM_EPS = 1e-5  # the probes use nn.LayerNorm's default (the encoders use 1e-6)
@@ -40,8 +40,9 @@ class CrossAttention(nnx.Module):
     """Queries (B, Q, D) attend to tokens (B, N, D); k and v from one fused `kv` (torch layout:
     rows [k; v], then heads). keep_proj: create the original V-JEPA 1 `proj`, never applied."""
 
-    def __init__(self, dim, num_heads, *, keep_proj=False, dtype=None, param_dtype=jnp.float32, rngs):
-        self.num_heads = num_heads
+    def __init__(self, dim, num_heads, *, keep_proj=False, attention_impl='auto', dtype=None, param_dtype=jnp.float32,
+                 rngs):
+        self.num_heads, self.attention_impl = num_heads, attention_impl
         self.q = _linear(dim, dim, dtype, param_dtype, rngs)
         self.kv = _linear(dim, 2 * dim, dtype, param_dtype, rngs)
         self.proj = _linear(dim, dim, dtype, param_dtype, rngs) if keep_proj else None
@@ -51,16 +52,17 @@ class CrossAttention(nnx.Module):
         n, h = tokens.shape[1], self.num_heads
         q = self.q(queries).reshape(b, nq, h, d // h)
         k, v = jnp.moveaxis(self.kv(tokens).reshape(b, n, 2, h, d // h), 2, 0)
-        return jax.nn.dot_product_attention(q, k, v).reshape(b, nq, d)
+        return attention(q, k, v, impl=self.attention_impl).reshape(b, nq, d)
 
 
 class CrossAttentionBlock(nnx.Module):
     """q + xattn(q, LN(x)), then q + MLP(LN(q)); the queries themselves are not normed."""
 
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, *, keep_proj=False, dtype=None, param_dtype=jnp.float32,
-                 rngs):
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, *, keep_proj=False, attention_impl='auto', dtype=None,
+                 param_dtype=jnp.float32, rngs):
         self.norm1 = _layer_norm(dim, dtype, param_dtype, rngs, NORM_EPS)
-        self.xattn = CrossAttention(dim, num_heads, keep_proj=keep_proj, dtype=dtype, param_dtype=param_dtype,
+        self.xattn = CrossAttention(dim, num_heads, keep_proj=keep_proj, attention_impl=attention_impl, dtype=dtype,
+                                    param_dtype=param_dtype,
                                     rngs=rngs)
         self.norm2 = _layer_norm(dim, dtype, param_dtype, rngs, NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -77,16 +79,18 @@ def _rescale(linear, layer_id):
 class AttentivePooler(nnx.Module):
     """Learned queries (1, Q, D) -> pooled (B, Q, D). depth counts all blocks (cross + self)."""
 
-    def __init__(self, *, embed_dim, num_heads, num_queries=1, depth=1, mlp_ratio=4.0, style='vjepa2', dtype=None,
-                 param_dtype=jnp.float32, rngs):
+    def __init__(self, *, embed_dim, num_heads, num_queries=1, depth=1, mlp_ratio=4.0, style='vjepa2',
+                 attention_impl='auto', dtype=None, param_dtype=jnp.float32, rngs):
         if style not in STYLES:
             raise ValueError(f'probe style {style!r}: use one of {STYLES}')
         self.style = style
         self.query_tokens = nnx.Param(trunc_normal_init()(rngs.params(), (1, num_queries, embed_dim), param_dtype))
         self.cross_attention_block = CrossAttentionBlock(embed_dim, num_heads, mlp_ratio, keep_proj=style == 'vjepa1',
-                                                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                                                         attention_impl=attention_impl, dtype=dtype,
+                                                         param_dtype=param_dtype, rngs=rngs)
         self.blocks = make_blocks(depth - 1, embed_dim, num_heads, mlp_ratio, scan=False, rescale_init=False,
-                                  rope_form=None, norm_eps=NORM_EPS, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                                  rope_form=None, attention_impl=attention_impl, norm_eps=NORM_EPS, dtype=dtype,
+                                  param_dtype=param_dtype, rngs=rngs)
         # the originals' output-layer rescaling at init
         xblock = self.cross_attention_block
         if style == 'vjepa1':
@@ -120,12 +124,13 @@ class AttentiveProbe(nnx.Module):
     parameter paths map one to one onto the released state dicts."""
 
     def __init__(self, *, embed_dim, num_heads, heads: Sequence[tuple[str, int]] = (('linear', 1000),), depth=1,
-                 mlp_ratio=4.0, style='vjepa2', dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 mlp_ratio=4.0, style='vjepa2', attention_impl='auto', dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         heads = tuple((str(name), int(n)) for name, n in heads)
         self.head_names = tuple(name for name, _ in heads)
         self.pooler = AttentivePooler(embed_dim=embed_dim, num_heads=num_heads, num_queries=len(heads), depth=depth,
-                                      mlp_ratio=mlp_ratio, style=style, dtype=dtype, param_dtype=param_dtype,
-                                      rngs=rngs)
+                                      mlp_ratio=mlp_ratio, style=style, attention_impl=attention_impl, dtype=dtype,
+                                      param_dtype=param_dtype, rngs=rngs)
         for name, num_classes in heads:
             if name in ('pooler', 'head_names'):
                 raise ValueError(f'probe head name {name!r} is reserved')

@@ -177,36 +177,136 @@ def _layer_norm(dim, dtype, param_dtype, rngs, eps=1e-6):
     return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def attention(q, k, v, query_chunk: int = 0, steps=None):
-    """Softmax attention, q k v (B, N, heads, head_dim) -> (B, N, heads, head_dim).
-    steps: optional (N,) int, each token's time step: a query attends only to keys of its own
-    or an earlier step (block-causal), the mask built here from the indices, per query block.
-    query_chunk > 0: queries in blocks of that many, each block rematerialised in the
-    backward pass, so the score matrix held at once is (B, heads, query_chunk, N), not N x N."""
+ATTENTION_IMPLS = ('auto', 'blocked', 'xla', 'cudnn', 'pallas')
+QUERY_BLOCK = 256   # 'blocked': queries per block (the fastest of 128-512 at 1568 tokens on 2 CPU cores)
+PALLAS_BLOCK = 128  # the Pallas TPU kernel's block: token counts are padded to a multiple of it
+
+
+def attention(q, k, v, query_chunk: int = 0, steps=None, impl: str = 'auto'):
+    """Softmax attention, q (B, Nq, heads, head_dim), k v (B, Nk, heads, head_dim) -> like q.
+    steps: optional (N,) int, each token's time step (self-attention only): a query attends only
+    to keys of its own or an earlier step (block-causal), the mask built here from the indices.
+    impl (every path gives the same result within float tolerance; benchmarks/attention.py):
+      'auto'    'blocked' on CPU above 2 x QUERY_BLOCK queries, else 'xla' (cuDNN and Pallas are
+                opt-in until measured);
+      'blocked' heads-major scores and softmax over blocks of QUERY_BLOCK queries (a block's
+                scores stay in cache): on 2 CPU cores at 1568 tokens forward + backward take
+                0.5-0.6x the time of 'xla', at 128-256 tokens 0.7-1.3x (benchmarks/attention.py);
+      'xla'     jax.nn.dot_product_attention's XLA path, any backend;
+      'cudnn'   cuDNN's fused flash attention (NVIDIA GPUs; bfloat16 or float16 inputs);
+      'pallas'  the Pallas TPU flash-attention kernel: tokens padded to a multiple of
+                PALLAS_BLOCK, the padding masked by segment ids (on CPU it runs in TPU interpret
+                mode: slow, for tests); no block-causal `steps`.
+    query_chunk > 0 ('xla', 'blocked'): queries in blocks of that many, each block
+    rematerialised in the backward pass, so the score matrix held at once, forward and backward,
+    is (B, heads, query_chunk, Nk), not Nq x Nk (memory for time)."""
+    if impl == 'auto':
+        impl = 'blocked' if jax.default_backend() == 'cpu' and q.shape[1] > 2 * QUERY_BLOCK else 'xla'
+    if impl == 'cudnn':
+        mask = None if steps is None else (steps[:, None] >= steps[None, :])[None, None]
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='cudnn')
+    if impl == 'pallas':
+        if steps is not None:
+            raise ValueError("attention_impl 'pallas' has no block-causal path (the AC predictor): use 'xla' "
+                             "or 'cudnn' for it")
+        return _pallas_attention(q, k, v)
+    if impl not in ('xla', 'blocked'):
+        raise ValueError(f'attention_impl {impl!r}: choose one of {ATTENTION_IMPLS}')
     n = q.shape[1]
-
-    def block_mask(query_steps):
-        return None if steps is None else (query_steps[:, None] >= steps[None, :])[None, None]
-
-    if not query_chunk or n <= query_chunk:
-        return jax.nn.dot_product_attention(q, k, v, mask=block_mask(steps))
-    pad = -n % query_chunk
+    if impl == 'xla' and (not query_chunk or n <= query_chunk):
+        mask = None if steps is None else (steps[:, None] >= steps[None, :])[None, None]
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+    block = query_chunk or QUERY_BLOCK
+    one = _xla_block if impl == 'xla' else _heads_major_block
+    if query_chunk:
+        one = jax.checkpoint(one)
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, heads, Nk, d)
+    if n <= block:
+        return one(q, kh, vh, steps, steps)
+    pad = -n % block
     blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    blocks = jnp.moveaxis(blocks.reshape(q.shape[0], -1, query_chunk, *q.shape[2:]), 1, 0)
-    query_steps = jnp.zeros(n + pad, jnp.int32) if steps is None else jnp.pad(steps, (0, pad), mode='edge')
-    out = jax.lax.map(jax.checkpoint(lambda a: jax.nn.dot_product_attention(a[0], k, v, mask=block_mask(a[1]))),
-                      (blocks, query_steps.reshape(-1, query_chunk)))
+    blocks = jnp.moveaxis(blocks.reshape(q.shape[0], -1, block, *q.shape[2:]), 1, 0)
+    if steps is None:
+        out = jax.lax.map(lambda qb: one(qb, kh, vh, None, None), blocks)
+    else:
+        query_steps = jnp.pad(steps, (0, pad), mode='edge').reshape(-1, block)
+        out = jax.lax.map(lambda a: one(a[0], kh, vh, a[1], steps), (blocks, query_steps))
     return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n + pad, *q.shape[2:])[:, :n]
+
+
+def _xla_block(q, kh, vh, query_steps, key_steps):
+    """jax.nn.dot_product_attention on one query block q (B, c, heads, d), keys heads-major."""
+    mask = None if key_steps is None else (query_steps[:, None] >= key_steps[None, :])[None, None]
+    return jax.nn.dot_product_attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3), mask=mask,
+                                        implementation='xla')
+
+
+def _heads_major_block(q, kh, vh, query_steps, key_steps):
+    """One query block q (B, c, heads, d) on heads-major keys/values (B, heads, Nk, d): scores
+    and softmax in float32, (B, heads, c, Nk) at once."""
+    scores = jnp.einsum('bqhd,bhkd->bhqk', q * q.shape[-1] ** -0.5, kh, preferred_element_type=jnp.float32)
+    if key_steps is not None:
+        scores = jnp.where((query_steps[:, None] >= key_steps[None, :])[None, None], scores,
+                           jnp.finfo(jnp.float32).min)
+    e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+    out = jnp.einsum('bhqk,bhkd->bqhd', e.astype(vh.dtype), vh, preferred_element_type=jnp.float32)
+    return (out / jnp.moveaxis(e.sum(-1), 1, 2)[..., None]).astype(q.dtype)
+
+
+def _pallas_attention(q, k, v):
+    """The Pallas TPU flash kernel on (B, N, heads, head_dim) inputs of any token counts."""
+    from jax.experimental.pallas.ops.tpu import flash_attention as fa
+    nq, nk, b = q.shape[1], k.shape[1], PALLAS_BLOCK
+
+    def padded(x, n):  # (B, N, h, d) -> (B, h, N + pad, d)
+        return jnp.pad(x, ((0, 0), (0, -n % b), (0, 0), (0, 0))).transpose(0, 2, 1, 3)
+
+    def segments(n):  # real tokens 1, padding 0: a real query never sees a padded key
+        ids = (jnp.arange(n + -n % b) < n).astype(jnp.int32)
+        return jnp.broadcast_to(ids, (q.shape[0], ids.shape[0]))
+
+    sizes = fa.BlockSizes(block_q=b, block_k_major=b, block_k=b, block_b=1, block_q_major_dkv=b,
+                          block_k_major_dkv=b, block_k_dkv=b, block_q_dkv=b, block_k_major_dq=b, block_k_dq=b,
+                          block_q_dq=b)
+
+    def kernel(q, k, v):
+        return fa.flash_attention(padded(q, nq), padded(k, nk), padded(v, nk),
+                                  segment_ids=fa.SegmentIds(segments(nq), segments(nk)),
+                                  sm_scale=q.shape[-1] ** -0.5, block_sizes=sizes).transpose(0, 2, 1, 3)[:, :nq]
+    if jax.default_backend() == 'tpu':
+        return kernel(q, k, v)
+    if jax.default_backend() != 'cpu':
+        raise ValueError(f"attention_impl 'pallas' is the TPU kernel: on {jax.default_backend()} use 'cudnn' or 'xla'")
+    return _tpu_interpreted(kernel)(q, k, v)
+
+
+def _tpu_interpreted(fn):
+    """fn (a Pallas TPU kernel call) run in TPU interpret mode, forward and backward (the backward
+    recomputes the forward under the same mode): the TPU kernel checked on CPU."""
+    from jax.experimental.pallas import tpu as pltpu
+
+    @jax.custom_vjp
+    def run(*args):
+        with pltpu.force_tpu_interpret_mode():
+            return fn(*args)
+
+    def backward(args, grad):
+        with pltpu.force_tpu_interpret_mode():
+            return jax.vjp(fn, *args)[1](grad)
+    run.defvjp(lambda *args: (run(*args), args), backward)
+    return run
 
 
 class Attention(nnx.Module):
     """Multi-head self-attention with fused qkv (torch layout), optional 3-D RoPE."""
 
-    def __init__(self, dim, num_heads, *, rope_form=None, query_chunk=0, dtype=None, param_dtype=jnp.float32,
-                 rngs):
+    def __init__(self, dim, num_heads, *, rope_form=None, query_chunk=0, impl='auto', dtype=None,
+                 param_dtype=jnp.float32, rngs):
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f'attention_impl {impl!r}: choose one of {ATTENTION_IMPLS}')
         self.num_heads = num_heads
         self.rope_form = rope_form
-        self.query_chunk = query_chunk
+        self.query_chunk, self.impl = query_chunk, impl
         self.qkv = _linear(dim, 3 * dim, dtype, param_dtype, rngs)
         self.proj = _linear(dim, dim, dtype, param_dtype, rngs)
 
@@ -217,7 +317,7 @@ class Attention(nnx.Module):
         q, k, v = jnp.moveaxis(self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads), 2, 0)
         if self.rope_form is not None:
             q, k = apply_rope_3d(q, coords, self.rope_form), apply_rope_3d(k, coords, self.rope_form)
-        out = attention(q, k, v, self.query_chunk, steps)  # (B, N, heads, head_dim)
+        out = attention(q, k, v, self.query_chunk, steps, self.impl)  # (B, N, heads, head_dim)
         return self.proj(out.reshape(b, n, d))
 
 
@@ -234,11 +334,11 @@ class Block(nnx.Module):
     """Pre-norm transformer block: x + attn(LN(x)); x + mlp(LN(x)). LayerNorm eps 1e-6 (the
     encoders and predictors; the attentive probes use torch's default 1e-5)."""
 
-    def __init__(self, dim, num_heads, mlp_ratio, *, rope_form=None, query_chunk=0, norm_eps=1e-6, dtype=None,
-                 param_dtype=jnp.float32, rngs):
+    def __init__(self, dim, num_heads, mlp_ratio, *, rope_form=None, query_chunk=0, attention_impl='auto',
+                 norm_eps=1e-6, dtype=None, param_dtype=jnp.float32, rngs):
         self.norm1 = _layer_norm(dim, dtype, param_dtype, rngs, norm_eps)
-        self.attn = Attention(dim, num_heads, rope_form=rope_form, query_chunk=query_chunk, dtype=dtype,
-                              param_dtype=param_dtype, rngs=rngs)
+        self.attn = Attention(dim, num_heads, rope_form=rope_form, query_chunk=query_chunk, impl=attention_impl,
+                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm2 = _layer_norm(dim, dtype, param_dtype, rngs, norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -248,13 +348,14 @@ class Block(nnx.Module):
 
 
 def make_blocks(depth, dim, num_heads, mlp_ratio, *, scan, rescale_init, rope_form, dtype, param_dtype, rngs,
-                query_chunk=0, norm_eps=1e-6):
+                query_chunk=0, attention_impl='auto', norm_eps=1e-6):
     """depth Blocks, either an nnx.List or ONE Block whose params carry a leading depth axis
     (for `run_blocks(scan=True)`). Both layouts hold identical values for the same rngs.
     rescale_init divides attn.proj and mlp.fc2 of layer i by sqrt(2 (i + 1)) (V-JEPA 2)."""
     blocks = []
     for i in range(depth):
-        blk = Block(dim, num_heads, mlp_ratio, rope_form=rope_form, query_chunk=query_chunk, norm_eps=norm_eps,
+        blk = Block(dim, num_heads, mlp_ratio, rope_form=rope_form, query_chunk=query_chunk,
+                    attention_impl=attention_impl, norm_eps=norm_eps,
                     dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if rescale_init:
             for lin in (blk.attn.proj, blk.mlp.fc2):
@@ -351,7 +452,8 @@ class VisionTransformer(nnx.Module):
     def __init__(self, *, img_size=224, num_frames=16, patch_size=16, tubelet_size=2, in_chans=3,
                  embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, pos_embed='sincos', rope_form='tiled',
                  uniform_power=True, rescale_init=False, scan_layers=False, remat_policy='none',
-                 attention_query_chunk=0, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 attention_query_chunk=0, attention_impl='auto', dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         if pos_embed not in ('sincos', 'rope'):
             raise ValueError(f"pos_embed {pos_embed!r}: use 'sincos' (V-JEPA 1) or 'rope' (V-JEPA 2)")
         self.video = num_frames > 1
@@ -366,7 +468,7 @@ class VisionTransformer(nnx.Module):
         self.num_patches = int(np.prod(self.grid))
         self.blocks = make_blocks(depth, embed_dim, num_heads, mlp_ratio, scan=scan_layers,
                                   rescale_init=rescale_init, rope_form=rope_form if pos_embed == 'rope' else None,
-                                  query_chunk=attention_query_chunk,
+                                  query_chunk=attention_query_chunk, attention_impl=attention_impl,
                                   dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm = _layer_norm(embed_dim, dtype, param_dtype, rngs)
 

@@ -73,7 +73,8 @@ def build_predictor(pred_cfg, encoder, seed: int) -> ACPredictor:
     return ACPredictor(grid=grid, embed_dim=encoder.embed_dim, predictor_embed_dim=pred_cfg.embed_dim,
                        depth=pred_cfg.depth, num_heads=pred_cfg.num_heads, mlp_ratio=pred_cfg.mlp_ratio,
                        action_dim=pred_cfg.action_dim, rope_form=pred_cfg.rope_form,
-                       remat_policy=pred_cfg.remat_policy, action_scale=pred_cfg.action_scale, state_scale=pred_cfg.state_scale,
+                       remat_policy=pred_cfg.remat_policy, attention_impl=pred_cfg.attention_impl,
+                       action_scale=pred_cfg.action_scale, state_scale=pred_cfg.state_scale,
                        dtype=None if pred_cfg.dtype == 'float32'
                        else jnp.dtype(pred_cfg.dtype), rngs=nnx.Rngs(seed))
 
@@ -309,6 +310,8 @@ def train(config, workdir: str, log: Callable = print, prepared: tuple | None = 
     meta = {'seed': config.seed, 'mesh': dict(mesh.shape), 'config': json.loads(config.to_json_best_effort())}
     progress = metrics.Progress(total, config.data.global_batch_size, first_step=start)
     done, out = start, {}
+    if start >= total and os.path.exists(writer.path):  # finished before: report its last logged metrics
+        out = {k: v for k, v in (metrics.read_jsonl(writer.path) or [{}])[-1].items() if k != 'step'}
     log(f'AC predictor {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f}M params; windows of '
         f'{config.data.num_frames} frames every {config.data.frame_step} steps, batch {trainer.batch}, '
         f'{total} steps, {"cached tokens" if cached else "encoder in the step"}')
