@@ -1,4 +1,5 @@
 """Encoder and predictor: variants, parameter names and shapes, positions, RoPE, layouts."""
+import functools
 import math
 
 import jax
@@ -241,10 +242,11 @@ def test_pallas_flash_attention_equals_xla(nq, nk):
     q = jax.random.normal(keys[0], (2, nq, 2, 16))
     k, v = (jax.random.normal(key, (2, nk, 2, 16)) for key in keys[1:])
 
-    def out_and_grads(impl):
+    @functools.partial(jax.jit, static_argnums=0)  # one compiled call each (interpret mode included)
+    def out_and_grads(impl, q, k, v):
         fn = lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, impl=impl)))  # noqa: E731
         return attention(q, k, v, impl=impl), jax.grad(fn, argnums=(0, 1, 2))(q, k, v)
-    (out_p, grads_p), (out_x, grads_x) = out_and_grads('pallas'), out_and_grads('xla')
+    (out_p, grads_p), (out_x, grads_x) = out_and_grads('pallas', q, k, v), out_and_grads('xla', q, k, v)
     np.testing.assert_allclose(out_p, out_x, atol=2e-6)
     for g_p, g_x in zip(grads_p, grads_x):
         np.testing.assert_allclose(g_p, g_x, atol=2e-5)
@@ -260,17 +262,17 @@ def test_attention_impl_errors_name_the_choice():
 
 
 def test_encoder_and_probe_equal_across_attention_impls():
-    """The same init through 'xla' and 'pallas' (the whole encoder and an attentive probe)."""
+    """The same init through 'xla' and 'blocked' (the whole encoder and an attentive probe, jitted)."""
     from vjepa_jax.models.probe import AttentiveProbe
     x = jax.random.normal(jax.random.key(0), (1, 4, 32, 32, 3))
     tokens, logits = [], []
-    for impl in ('xla', 'pallas'):
+    for impl in ('xla', 'blocked'):
         enc = vit('micro', img_size=32, num_frames=4, patch_size=16, tubelet_size=2, attention_impl=impl,
                   rngs=nnx.Rngs(0))
         probe = AttentiveProbe(embed_dim=96, num_heads=3, heads=(('linear', 5),), depth=2, attention_impl=impl,
                                rngs=nnx.Rngs(1))
-        tokens.append(enc(x))
-        logits.append(probe(tokens[-1])['linear'])
+        tokens.append(nnx.jit(lambda e, x: e(x))(enc, x))
+        logits.append(nnx.jit(lambda p, t: p(t)['linear'])(probe, tokens[-1]))
     np.testing.assert_allclose(tokens[1], tokens[0], atol=1e-5)
     np.testing.assert_allclose(logits[1], logits[0], atol=1e-5)
 
