@@ -32,8 +32,8 @@ from vjepa_jax.models import factory  # noqa: E402
 from vjepa_jax.config import load_config  # noqa: E402
 from vjepa_jax.flops import peak_flops, step_flops  # noqa: E402
 
-def build(cfg, batch: int):
-    """-> (compiled step, state, clips, masks, compile seconds, XLA FLOPs, sampler counts)."""
+def build(cfg, batch: int) -> dict:
+    """-> {cfg, batch, compiled (the step), state, clips, masks, compile_s, xla_flops, counts}."""
     trainer = train_state.make_trainer(cfg)
     sampler = masks.make_sampler(cfg, trainer.grid)
     state = jax.jit(lambda: trainer.init(0, cfg.model, factory.num_mask_tokens(cfg)))()
@@ -50,7 +50,8 @@ def build(cfg, batch: int):
           f'{mem.argument_size_in_bytes / 2**30:.2f} GiB' if mem is not None else ''), flush=True)  # before any step
     state, out = compiled(state, clips, mask_list)
     jax.block_until_ready(out)
-    return compiled, state, clips, mask_list, compile_s, xla_flops, sampler.counts
+    return dict(cfg=cfg, batch=batch, compiled=compiled, state=state, clips=clips, masks=mask_list,
+                compile_s=compile_s, xla_flops=xla_flops, counts=sampler.counts)
 
 
 def override(cfg, kv: str):
@@ -75,27 +76,26 @@ def main():
         cfg = load_config(path)  # a name under configs/pretrain/ or any config file (configs/demo.py)
         for kv in args.set + ([f'{key}={value}'] if value else []):
             override(cfg, kv)
-        batch = args.batch or cfg.data.global_batch_size
-        runs[value] = (cfg, build(cfg, batch))
+        runs[value] = build(cfg, args.batch or cfg.data.global_batch_size)
     times = {v: [] for v in runs}
     for _ in range(args.steps):
-        for value, (cfg, (compiled, state, clips, mask_list, *_)) in runs.items():
+        for value, r in runs.items():
             t = time.time()
-            state, out = compiled(state, clips, mask_list)
+            r['state'], out = r['compiled'](r['state'], r['clips'], r['masks'])
             jax.block_until_ready(out)
             times[value].append(time.time() - t)
-            runs[value] = (cfg, (compiled, state, clips, mask_list, *runs[value][1][4:]))
     dev = jax.devices()[0]
     base = None
-    for value, (cfg, (_, _, _, _, compile_s, xla_flops, counts)) in runs.items():
+    for value, r in runs.items():
+        cfg, batch, xla_flops = r['cfg'], r['batch'], r['xla_flops']
         m, dt = cfg.model, float(np.median(times[value]))
         base = base or dt
-        flops = step_flops(cfg, counts) * batch
+        flops = step_flops(cfg, r['counts']) * batch
         label = f'{key}={value}: ' if value else ''
         print(f'{label}device: {dev.device_kind} ({jax.device_count()} x {dev.platform}), config {args.config}, '
               f'batch {batch}, dtype {m.dtype}, remat {m.remat_policy}, scan {m.scan_layers}, '
               f'attention {m.attention_impl}')
-        print(f'{label}compile {compile_s:.1f}s | step {dt * 1000:.1f} ms (median of {args.steps}; min '
+        print(f'{label}compile {r["compile_s"]:.1f}s | step {dt * 1000:.1f} ms (median of {args.steps}; min '
               f'{min(times[value]) * 1000:.1f}) | ratio to the first {dt / base:.2f} | {batch / dt:.1f} clips/s')
         print(f'{label}FLOPs/step (original counting) {flops / 1e9:.2f} GFLOP; XLA cost analysis '
               f'{xla_flops / 1e9:.2f} GFLOP (ratio {flops / xla_flops:.3f})')

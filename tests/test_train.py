@@ -145,10 +145,10 @@ def test_main_runs_and_writes_metrics(tmp_path):
 
 
 def test_step_speed_is_flops_over_time_over_peak(monkeypatch):
-    from vjepa_jax import train
+    from vjepa_jax import metrics
     clock = iter([100.0, 102.0, 103.0])
-    monkeypatch.setattr(train.time, 'time', lambda: next(clock))
-    speed = train.StepSpeed(flops_per_step=6e12, peak=1e12, devices=2)
+    monkeypatch.setattr(metrics.time, 'time', lambda: next(clock))
+    speed = metrics.StepSpeed(flops_per_step=6e12, peak=1e12, devices=2)
     assert speed.update(10) == {}
     got = speed.update(14)  # 4 steps in 2 s: 2 steps/s x 6e12 / 2 devices = 6e12 per device
     assert got == {'steps_per_s': 2.0, 'model_tflops_per_device': 6.0, 'mfu': 6.0}

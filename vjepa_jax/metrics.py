@@ -144,6 +144,28 @@ class Progress:
         return line
 
 
+class StepSpeed:
+    """Throughput between two calls: {'steps_per_s', 'model_tflops_per_device', 'mfu'} from the analytic
+    FLOPs of a step (flops.step_flops x the global batch) and the device's bf16 peak (no 'mfu' where
+    flops.PEAK_BF16_FLOPS has none, e.g. CPU). The first call (after compilation) only starts the clock."""
+
+    def __init__(self, flops_per_step: float, peak: float | None, devices: int):
+        self.flops, self.peak, self.devices = flops_per_step, peak, devices
+        self.last = None
+
+    def update(self, step: int) -> dict:
+        now, last = time.time(), self.last
+        self.last = (step, now)
+        if last is None or step <= last[0]:
+            return {}
+        rate = (step - last[0]) / max(now - last[1], 1e-9)
+        per_device = rate * self.flops / self.devices
+        out = {'steps_per_s': rate, 'model_tflops_per_device': per_device / 1e12}
+        if self.peak:
+            out['mfu'] = per_device / self.peak
+        return out
+
+
 def plot_loss_curve(jsonl_path: str, png_path: str, keys=('loss',)) -> str:
     """Write a PNG of metrics over steps from a metrics.jsonl; a second panel shows the targets'
     effective rank (rank_target) where the rows have it."""

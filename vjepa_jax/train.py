@@ -27,28 +27,6 @@ from vjepa_jax.models.factory import count_params
 # ======================================================================================
 # Faults
 # ======================================================================================
-class StepSpeed:
-    """Throughput between two calls: {'steps_per_s', 'model_tflops_per_device', 'mfu'} from the analytic
-    FLOPs of a step (flops.step_flops x the global batch) and the device's bf16 peak (no 'mfu' where
-    flops.PEAK_BF16_FLOPS has none, e.g. CPU). The first call (after compilation) only starts the clock."""
-
-    def __init__(self, flops_per_step: float, peak: float | None, devices: int):
-        self.flops, self.peak, self.devices = flops_per_step, peak, devices
-        self.last = None
-
-    def update(self, step: int) -> dict:
-        now, last = time.time(), self.last
-        self.last = (step, now)
-        if last is None or step <= last[0]:
-            return {}
-        rate = (step - last[0]) / max(now - last[1], 1e-9)
-        per_device = rate * self.flops / self.devices
-        out = {'steps_per_s': rate, 'model_tflops_per_device': per_device / 1e12}
-        if self.peak:
-            out['mfu'] = per_device / self.peak
-        return out
-
-
 class PreemptionFlag:
     """SIGTERM is the notice TPU and GPU schedulers send before preempting. One process: a
     signal handler sets a flag, checked after every step. Several processes: JAX's
@@ -164,7 +142,7 @@ def train(config, workdir: str, log: Callable = print) -> dict:
         return jax.make_array_from_process_local_data(spec.sharding, np.asarray(x), spec.shape)
 
     progress = metrics.Progress(total, config.data.global_batch_size, first_step=start)
-    speed = StepSpeed(step_flops(config, sampler.counts) * config.data.global_batch_size,
+    speed = metrics.StepSpeed(step_flops(config, sampler.counts) * config.data.global_batch_size,
                       peak_flops(jax.devices()[0].device_kind), jax.device_count())
     preemption = PreemptionFlag()
     t_start, done = time.time(), start

@@ -203,8 +203,7 @@ def attention(q, k, v, query_chunk: int = 0, steps=None, impl: str = 'auto'):
     if impl == 'auto':
         impl = 'blocked' if jax.default_backend() == 'cpu' and q.shape[1] > 2 * QUERY_BLOCK else 'xla'
     if impl == 'cudnn':
-        mask = None if steps is None else (steps[:, None] >= steps[None, :])[None, None]
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='cudnn')
+        return jax.nn.dot_product_attention(q, k, v, mask=_step_mask(steps, steps), implementation='cudnn')
     if impl == 'pallas':
         if steps is not None:
             raise ValueError("attention_impl 'pallas' has no block-causal path (the AC predictor): use 'xla' "
@@ -214,8 +213,7 @@ def attention(q, k, v, query_chunk: int = 0, steps=None, impl: str = 'auto'):
         raise ValueError(f'attention_impl {impl!r}: choose one of {ATTENTION_IMPLS}')
     n = q.shape[1]
     if impl == 'xla' and (not query_chunk or n <= query_chunk):
-        mask = None if steps is None else (steps[:, None] >= steps[None, :])[None, None]
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+        return jax.nn.dot_product_attention(q, k, v, mask=_step_mask(steps, steps), implementation='xla')
     block = query_chunk or QUERY_BLOCK
     one = _xla_block if impl == 'xla' else _heads_major_block
     if query_chunk:
@@ -234,11 +232,16 @@ def attention(q, k, v, query_chunk: int = 0, steps=None, impl: str = 'auto'):
     return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n + pad, *q.shape[2:])[:, :n]
 
 
+def _step_mask(query_steps, key_steps):
+    """(1, 1, Nq, Nk) bool, True where a query may read a key (its own or an earlier step), or
+    None without steps."""
+    return None if key_steps is None else (query_steps[:, None] >= key_steps[None, :])[None, None]
+
+
 def _xla_block(q, kh, vh, query_steps, key_steps):
     """jax.nn.dot_product_attention on one query block q (B, c, heads, d), keys heads-major."""
-    mask = None if key_steps is None else (query_steps[:, None] >= key_steps[None, :])[None, None]
-    return jax.nn.dot_product_attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3), mask=mask,
-                                        implementation='xla')
+    return jax.nn.dot_product_attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3),
+                                        mask=_step_mask(query_steps, key_steps), implementation='xla')
 
 
 def _heads_major_block(q, kh, vh, query_steps, key_steps):
@@ -246,8 +249,7 @@ def _heads_major_block(q, kh, vh, query_steps, key_steps):
     and softmax in float32, (B, heads, c, Nk) at once."""
     scores = jnp.einsum('bqhd,bhkd->bhqk', q * q.shape[-1] ** -0.5, kh, preferred_element_type=jnp.float32)
     if key_steps is not None:
-        scores = jnp.where((query_steps[:, None] >= key_steps[None, :])[None, None], scores,
-                           jnp.finfo(jnp.float32).min)
+        scores = jnp.where(_step_mask(query_steps, key_steps), scores, jnp.finfo(jnp.float32).min)
     e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
     out = jnp.einsum('bhqk,bhkd->bqhd', e.astype(vh.dtype), vh, preferred_element_type=jnp.float32)
     return (out / jnp.moveaxis(e.sum(-1), 1, 2)[..., None]).astype(q.dtype)
