@@ -26,7 +26,7 @@ from vjepa_jax.models import vit  # noqa: E402
 
 
 def default_impls() -> list:
-    impls = ['xla', 'blocked', 'chunked:256']
+    impls = ['xla', 'flash', 'chunked:256']
     if jax.default_backend() == 'gpu':
         impls.append('cudnn')
     if jax.default_backend() == 'tpu':

@@ -8,9 +8,9 @@ once per mask; training = 3x forward for the online networks (forward + backward
   python benchmarks/train_step.py                 # tiny on whatever backend is present
   python benchmarks/train_step.py --config=vitl16 --batch=24 --steps=20
   python benchmarks/train_step.py --config=configs/demo.py      # the demo's step alone, no data loading
-  python benchmarks/train_step.py --alternate=attention_impl=xla,blocked   # two attention paths, alternated
+  python benchmarks/train_step.py --alternate=attention_impl=xla,flash   # two attention paths, alternated
   python benchmarks/train_step.py --set img_size=224 num_frames=16 patch_size=16 variant=tiny --batch=2 \
-      --steps=5 --alternate=attention_impl=xla,blocked                     # 1568 tokens
+      --steps=5 --alternate=attention_impl=xla,flash                     # 1568 tokens
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def main():
     ap.add_argument('--steps', type=int, default=20)
     ap.add_argument('--set', nargs='*', default=[], help='model overrides k=v, e.g. remat_policy=full')
     ap.add_argument('--alternate', default='', help='KEY=V1,V2,...: one step per model.KEY value, timed in '
-                    'alternation (e.g. attention_impl=xla,blocked); ratios to the first value')
+                    'alternation (e.g. attention_impl=xla,flash); ratios to the first value')
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = args.config if args.config.endswith('.py') else os.path.join(root, 'configs', 'pretrain', f'{args.config}.py')

@@ -255,18 +255,18 @@ def test_pallas_flash_attention_equals_xla(nq, nk):
 def test_attention_impl_errors_name_the_choice():
     from vjepa_jax.models.vit import attention
     q = jnp.zeros((1, 4, 1, 8))
-    with pytest.raises(ValueError, match="attention_impl 'flash'"):
-        attention(q, q, q, impl='flash')
+    with pytest.raises(ValueError, match="attention_impl 'blocked'"):
+        attention(q, q, q, impl='blocked')
     with pytest.raises(ValueError, match='no block-causal path'):
         attention(q, q, q, steps=jnp.arange(4), impl='pallas')
 
 
 def test_encoder_and_probe_equal_across_attention_impls():
-    """The same init through 'xla' and 'blocked' (the whole encoder and an attentive probe, jitted)."""
+    """The same init through 'xla' and 'flash' (the whole encoder and an attentive probe, jitted)."""
     from vjepa_jax.models.probe import AttentiveProbe
     x = jax.random.normal(jax.random.key(0), (1, 4, 32, 32, 3))
     tokens, logits = [], []
-    for impl in ('xla', 'blocked'):
+    for impl in ('xla', 'flash'):
         enc = vit('micro', img_size=32, num_frames=4, patch_size=16, tubelet_size=2, attention_impl=impl,
                   rngs=nnx.Rngs(0))
         probe = AttentiveProbe(embed_dim=96, num_heads=3, heads=(('linear', 5),), depth=2, attention_impl=impl,
@@ -277,12 +277,12 @@ def test_encoder_and_probe_equal_across_attention_impls():
     np.testing.assert_allclose(logits[1], logits[0], atol=1e-5)
 
 
-@pytest.mark.parametrize('impl', ['blocked', 'xla'])
+@pytest.mark.parametrize('impl', ['flash', 'xla'])
 def test_query_chunked_attention_equals_full_attention(impl):
     """Every CPU path and block size (chunked and rematerialised, or the default blocks) gives
     the outputs and gradients of jax.nn.dot_product_attention on the whole sequence."""
-    from vjepa_jax.models.vit import QUERY_BLOCK, attention
-    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, QUERY_BLOCK + 50, 3, 8))
+    from vjepa_jax.models.vit import FLASH_BLOCK, attention
+    q, k, v = jax.random.normal(jax.random.key(0), (3, 2, FLASH_BLOCK + 50, 3, 8))
 
     def loss(chunk, impl):
         return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, chunk, impl=impl)))

@@ -60,31 +60,41 @@ def sample_block_size(rng: np.random.Generator, spec: BlockSpec, grid: Sequence[
     return t, h, w
 
 
-def sample_context_mask(rng: np.random.Generator, spec: BlockSpec, grid: Sequence[int], size: tuple) -> np.ndarray:
-    """Boolean (T'*H'*W',) context mask: True outside the union of spec.num_blocks blocks."""
+def sample_context_masks(rng: np.random.Generator, spec: BlockSpec, grid: Sequence[int], size,
+                         count: int) -> np.ndarray:
+    """Boolean (count, T'*H'*W') context masks: True outside the union of spec.num_blocks blocks
+    placed uniformly at random per row. size: one block size (t, h, w) for all rows or (count, 3)."""
     tt, hh, ww = _grid3(grid)
-    t, h, w = size
-    keep = np.ones((tt, hh, ww), bool)
-    for _ in range(spec.num_blocks):
-        top, left, start = rng.integers(0, hh - h + 1), rng.integers(0, ww - w + 1), rng.integers(0, tt - t + 1)
-        keep[start:start + t, top:top + h, left:left + w] = False
-    max_t = max(1, int(tt * spec.max_temporal_keep))
-    keep[max_t:] = False
-    return keep.reshape(-1)
+    t, h, w = (np.asarray(size).reshape(-1, 3)[:, i:i + 1] for i in range(3))  # (1 or count, 1) each
+    shape = (count, spec.num_blocks)
+    inside = []  # per axis (count, blocks, extent): the blocks' cover along it
+    for extent, length in ((tt, t), (hh, h), (ww, w)):
+        first = rng.integers(0, extent - length + 1, shape)
+        pos = np.arange(extent)
+        inside.append((pos >= first[..., None]) & (pos < (first + length)[..., None]))
+    covered = (inside[0][..., :, None, None] & inside[1][..., None, :, None] & inside[2][..., None, None, :]).any(1)
+    keep = ~covered
+    keep[:, max(1, int(tt * spec.max_temporal_keep)):] = False
+    return keep.reshape(count, -1)
+
+
+def sample_context_mask(rng: np.random.Generator, spec: BlockSpec, grid: Sequence[int], size: tuple) -> np.ndarray:
+    """Boolean (T'*H'*W',) context mask: one row of sample_context_masks."""
+    return sample_context_masks(rng, spec, grid, size, 1)[0]
 
 
 @functools.lru_cache(maxsize=64)
 def fixed_counts(spec: BlockSpec, grid: tuple, keep_quantile: float = 0.05, draws: int = 4096) -> tuple:
     """(num_context, num_target) for a generator: given values, else the keep_quantile
-    quantiles of the per-sample counts over `draws` samples (fixed seed: a pure function of
-    the spec and grid)."""
+    quantiles of the per-sample counts over `draws` samples, each with its own block size, empty
+    contexts drawn again (fixed seed: a pure function of the spec and grid)."""
     rng = np.random.default_rng(0)
-    ctx = []
+    ctx = np.zeros(0, int)
     while len(ctx) < draws:
-        n = int(sample_context_mask(rng, spec, grid, sample_block_size(rng, spec, grid)).sum())
-        if n > 0:
-            ctx.append(n)
-    ctx = np.asarray(ctx)
+        sizes = [sample_block_size(rng, spec, grid) for _ in range(1024)]
+        n = sample_context_masks(rng, spec, grid, sizes, len(sizes)).sum(1)
+        ctx = np.concatenate([ctx, n[n > 0]])
+    ctx = ctx[:draws]
     total = int(np.prod(grid))
     kc = spec.num_context or max(1, int(np.floor(np.quantile(ctx, keep_quantile))))
     kt = spec.num_target or max(1, int(np.floor(np.quantile(total - ctx, keep_quantile))))
@@ -93,8 +103,23 @@ def fixed_counts(spec: BlockSpec, grid: tuple, keep_quantile: float = 0.05, draw
     return kc, kt
 
 
+KEY_LIMIT = 2 ** 31 - 1  # random selection keys are int32 in [0, KEY_LIMIT)
+
+
+def _uniform_subsets(keys: np.ndarray, member: np.ndarray, k: int) -> np.ndarray:
+    """Per row, k of the member positions chosen uniformly without replacement (those with the k
+    smallest keys: int32 below KEY_LIMIT), in increasing order: (B, k). Rows need k members."""
+    weights = np.where(member, keys, KEY_LIMIT)
+    chosen = weights <= np.partition(weights, k - 1, axis=1)[:, k - 1:k]
+    if chosen.sum() != chosen.shape[0] * k:  # a tie at the k-th key (p ~ N / 2^31 per row)
+        return np.sort(np.argpartition(weights, k - 1, axis=1)[:, :k], axis=1)
+    rows, n = chosen.shape
+    return np.flatnonzero(chosen).reshape(rows, k) - (np.arange(rows) * n)[:, None]
+
+
 class MultiBlockMaskSampler:
-    """Deterministic from (seed, step, stream); cheap enough for data workers.
+    """Deterministic from (seed, step, stream); cheap enough for data workers (NumPy over the
+    whole batch: no per-sample loop unless a sample needs padding).
 
     grid: token grid (T', H', W') or (H', W'); specs: one BlockSpec per generator.
     `stream` separates independent sample streams (e.g. one per host)."""
@@ -106,30 +131,32 @@ class MultiBlockMaskSampler:
         self.counts = [fixed_counts(s, self.grid, keep_quantile) for s in self.specs]
         self.padded_samples = 0  # samples that exhausted max_tries and were padded (counted)
 
-    def _sample_one(self, rng, spec, size, kc, kt):
+    def _sample(self, rng, spec, size, kc, kt, batch_size):
         total = int(np.prod(self.grid))
-        for _ in range(self.max_tries):
-            keep = sample_context_mask(rng, spec, self.grid, size)
-            n_ctx = int(keep.sum())
-            if n_ctx >= kc and total - n_ctx >= kt:
+        keep = sample_context_masks(rng, spec, self.grid, size, batch_size)
+        for _ in range(self.max_tries - 1):  # rows below the fixed counts are drawn again
+            n_ctx = keep.sum(1)
+            short = (n_ctx < kc) | (total - n_ctx < kt)
+            if not short.any():
                 break
-        else:  # never within bounds: pad by repeating indices, and count it
+            keep[short] = sample_context_masks(rng, spec, self.grid, size, int(short.sum()))
+        n_ctx = keep.sum(1)
+        short = (n_ctx < kc) | (total - n_ctx < kt)
+        keys = rng.integers(0, KEY_LIMIT, keep.shape, dtype=np.int32)
+        ctx = _uniform_subsets(keys, keep | short[:, None], kc)  # short rows are replaced below
+        tgt = _uniform_subsets(keys, ~keep | short[:, None], kt)
+        for row in np.flatnonzero(short):  # never within bounds: pad by repeating indices, and count it
             self.padded_samples += 1
-        ctx, tgt = np.flatnonzero(keep), np.flatnonzero(~keep)
-        ctx = rng.choice(ctx, kc, replace=len(ctx) < kc) if len(ctx) else rng.choice(tgt, kc)
-        tgt = rng.choice(tgt, kt, replace=len(tgt) < kt)
-        return np.sort(ctx), np.sort(tgt)
+            c, t = np.flatnonzero(keep[row]), np.flatnonzero(~keep[row])
+            ctx[row] = np.sort(rng.choice(c, kc) if len(c) else rng.choice(t, kc))
+            tgt[row] = np.sort(rng.choice(t, kt, replace=len(t) < kt))
+        return ctx.astype(np.int32), tgt.astype(np.int32)
 
     def __call__(self, step: int, batch_size: int, stream: int = 0) -> list:
         """-> [(context (B, Kc) int32, target (B, Kt) int32) for each generator]."""
         rng = np.random.default_rng([self.seed, step, stream])
-        out = []
-        for spec, (kc, kt) in zip(self.specs, self.counts):
-            size = sample_block_size(rng, spec, self.grid)
-            pairs = [self._sample_one(rng, spec, size, kc, kt) for _ in range(batch_size)]
-            out.append((np.stack([p[0] for p in pairs]).astype(np.int32),
-                        np.stack([p[1] for p in pairs]).astype(np.int32)))
-        return out
+        return [self._sample(rng, spec, sample_block_size(rng, spec, self.grid), kc, kt, batch_size)
+                for spec, (kc, kt) in zip(self.specs, self.counts)]
 
 
 # ----------------------------------------------------------------------------------------

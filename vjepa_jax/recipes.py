@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=False,        # lax.scan over stacked blocks (compile time flat in depth)
         remat_policy='none',      # 'none' | 'full' | 'dots' | 'dots_no_batch'
         attention_query_chunk=0,  # >0: attention over query blocks of this size (score memory / (N / size))
-        attention_impl='auto',    # 'auto' | 'blocked' | 'xla' | 'cudnn' | 'pallas': models/vit.py::attention
+        attention_impl='auto',    # 'auto' | 'flash' | 'xla' | 'cudnn' | 'pallas': models/vit.py::attention
         dtype='bfloat16',         # compute dtype; params and optimiser stay float32
     ))
     c.mask = ml_collections.ConfigDict(dict(

@@ -177,8 +177,9 @@ def _layer_norm(dim, dtype, param_dtype, rngs, eps=1e-6):
     return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-ATTENTION_IMPLS = ('auto', 'blocked', 'xla', 'cudnn', 'pallas')
-QUERY_BLOCK = 256   # 'blocked': queries per block (the fastest of 128-512 at 1568 tokens on 2 CPU cores)
+ATTENTION_IMPLS = ('auto', 'flash', 'xla', 'cudnn', 'pallas')
+FLASH_BLOCK = 128   # 'flash': queries per block (64-256 within 5 % of each other at 1568 tokens, 2 CPU cores)
+FLASH_UNROLL = 4    # 'flash': up to this many query blocks run as straight-line code, more in a loop
 PALLAS_BLOCK = 128  # the Pallas TPU kernel's block: token counts are padded to a multiple of it
 
 
@@ -187,21 +188,22 @@ def attention(q, k, v, query_chunk: int = 0, steps=None, impl: str = 'auto'):
     steps: optional (N,) int, each token's time step (self-attention only): a query attends only
     to keys of its own or an earlier step (block-causal), the mask built here from the indices.
     impl (every path gives the same result within float tolerance; benchmarks/attention.py):
-      'auto'    'blocked' on CPU above 2 x QUERY_BLOCK queries, else 'xla' (cuDNN and Pallas are
-                opt-in until measured);
-      'blocked' heads-major scores and softmax over blocks of QUERY_BLOCK queries (a block's
-                scores stay in cache): on 2 CPU cores at 1568 tokens forward + backward take
-                0.5-0.6x the time of 'xla', at 128-256 tokens 0.7-1.3x (benchmarks/attention.py);
+      'auto'    'flash' on CPU above FLASH_BLOCK queries, else 'xla' (cuDNN and Pallas are opt-in
+                until measured);
+      'flash'   flash attention in JAX (_flash): query blocks of FLASH_BLOCK (or query_chunk),
+                float32 softmax; the backward keeps only the output and the log-sum-exp and
+                recomputes each block's scores, so no (Nq, Nk) matrix is ever stored. On 2 CPU
+                cores, forward + backward at 1568 tokens take 0.42x the time of 'xla';
       'xla'     jax.nn.dot_product_attention's XLA path, any backend;
       'cudnn'   cuDNN's fused flash attention (NVIDIA GPUs; bfloat16 or float16 inputs);
       'pallas'  the Pallas TPU flash-attention kernel: tokens padded to a multiple of
                 PALLAS_BLOCK, the padding masked by segment ids (on CPU it runs in TPU interpret
                 mode: slow, for tests); no block-causal `steps`.
-    query_chunk > 0 ('xla', 'blocked'): queries in blocks of that many, each block
-    rematerialised in the backward pass, so the score matrix held at once, forward and backward,
-    is (B, heads, query_chunk, Nk), not Nq x Nk (memory for time)."""
+    query_chunk > 0: 'xla' takes queries in blocks of that many, each block rematerialised in
+    the backward pass (score memory (B, heads, query_chunk, Nk), not Nq x Nk: memory for time);
+    'flash' uses it as its block size."""
     if impl == 'auto':
-        impl = 'blocked' if jax.default_backend() == 'cpu' and q.shape[1] > 2 * QUERY_BLOCK else 'xla'
+        impl = 'flash' if jax.default_backend() == 'cpu' and q.shape[1] > FLASH_BLOCK else 'xla'
     if impl == 'cudnn':
         return jax.nn.dot_product_attention(q, k, v, mask=_step_mask(steps, steps), implementation='cudnn')
     if impl == 'pallas':
@@ -209,27 +211,17 @@ def attention(q, k, v, query_chunk: int = 0, steps=None, impl: str = 'auto'):
             raise ValueError("attention_impl 'pallas' has no block-causal path (the AC predictor): use 'xla' "
                              "or 'cudnn' for it")
         return _pallas_attention(q, k, v)
-    if impl not in ('xla', 'blocked'):
+    if impl == 'flash':
+        return _flash_attention(q, k, v, query_chunk or FLASH_BLOCK, steps)
+    if impl != 'xla':
         raise ValueError(f'attention_impl {impl!r}: choose one of {ATTENTION_IMPLS}')
     n = q.shape[1]
-    if impl == 'xla' and (not query_chunk or n <= query_chunk):
+    if not query_chunk or n <= query_chunk:
         return jax.nn.dot_product_attention(q, k, v, mask=_step_mask(steps, steps), implementation='xla')
-    block = query_chunk or QUERY_BLOCK
-    one = _xla_block if impl == 'xla' else _heads_major_block
-    if query_chunk:
-        one = jax.checkpoint(one)
-    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, heads, Nk, d)
-    if n <= block:
-        return one(q, kh, vh, steps, steps)
-    pad = -n % block
-    blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-    blocks = jnp.moveaxis(blocks.reshape(q.shape[0], -1, block, *q.shape[2:]), 1, 0)
-    if steps is None:
-        out = jax.lax.map(lambda qb: one(qb, kh, vh, None, None), blocks)
-    else:
-        query_steps = jnp.pad(steps, (0, pad), mode='edge').reshape(-1, block)
-        out = jax.lax.map(lambda a: one(a[0], kh, vh, a[1], steps), (blocks, query_steps))
-    return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n + pad, *q.shape[2:])[:, :n]
+    one = jax.checkpoint(_xla_block)
+    blocks, query_steps = _query_blocks(q.transpose(0, 2, 1, 3), steps, query_chunk)  # (nb, B, heads, c, d)
+    out = jax.lax.map(lambda a: one(a[0].transpose(0, 2, 1, 3), k, v, a[1], steps), (blocks, query_steps))
+    return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], -1, *q.shape[2:])[:, :n]
 
 
 def _step_mask(query_steps, key_steps):
@@ -238,21 +230,88 @@ def _step_mask(query_steps, key_steps):
     return None if key_steps is None else (query_steps[:, None] >= key_steps[None, :])[None, None]
 
 
-def _xla_block(q, kh, vh, query_steps, key_steps):
-    """jax.nn.dot_product_attention on one query block q (B, c, heads, d), keys heads-major."""
-    return jax.nn.dot_product_attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3),
-                                        mask=_step_mask(query_steps, key_steps), implementation='xla')
+def _query_blocks(qh, steps, block: int):
+    """qh (B, heads, N, d) -> (blocks (nb, B, heads, block, d) zero-padded, their steps (nb, block)
+    edge-padded, or None)."""
+    b, h, n, d = qh.shape
+    pad = -n % block
+    blocks = jnp.moveaxis(jnp.pad(qh, ((0, 0), (0, 0), (0, pad), (0, 0))).reshape(b, h, -1, block, d), 2, 0)
+    return blocks, None if steps is None else jnp.pad(steps, (0, pad), mode='edge').reshape(-1, block)
 
 
-def _heads_major_block(q, kh, vh, query_steps, key_steps):
-    """One query block q (B, c, heads, d) on heads-major keys/values (B, heads, Nk, d): scores
-    and softmax in float32, (B, heads, c, Nk) at once."""
-    scores = jnp.einsum('bqhd,bhkd->bhqk', q * q.shape[-1] ** -0.5, kh, preferred_element_type=jnp.float32)
-    if key_steps is not None:
-        scores = jnp.where(_step_mask(query_steps, key_steps), scores, jnp.finfo(jnp.float32).min)
-    e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
-    out = jnp.einsum('bhqk,bhkd->bqhd', e.astype(vh.dtype), vh, preferred_element_type=jnp.float32)
-    return (out / jnp.moveaxis(e.sum(-1), 1, 2)[..., None]).astype(q.dtype)
+def _xla_block(q, k, v, query_steps, key_steps):
+    """jax.nn.dot_product_attention on one query block q (B, c, heads, d)."""
+    return jax.nn.dot_product_attention(q, k, v, mask=_step_mask(query_steps, key_steps), implementation='xla')
+
+
+def _flash_attention(q, k, v, block: int, steps):
+    """'flash' on (B, N, heads, head_dim) inputs: heads-major blocks through _flash."""
+    n = q.shape[1]
+    qh, kh, vh = (x.transpose(0, 2, 1, 3) for x in (q * q.shape[-1] ** -0.5, k, v))
+    blocks, query_steps = _query_blocks(qh, steps, block)
+    out = _flash(blocks, kh, vh, query_steps, steps)  # (nb, B, heads, block, d)
+    return jnp.moveaxis(out, 0, 2).reshape(q.shape[0], q.shape[2], -1, q.shape[3])[:, :, :n].transpose(0, 2, 1, 3)
+
+
+def _block_scores(qb, k, query_steps, key_steps):
+    """One block's scores (B, heads, c, Nk) float32; a later step's key -> float32 min (exp: 0)."""
+    s = jnp.einsum('bhqd,bhkd->bhqk', qb, k, preferred_element_type=jnp.float32)
+    return s if key_steps is None else jnp.where(_step_mask(query_steps, key_steps), s, jnp.finfo(jnp.float32).min)
+
+
+def _over_blocks(body, carry, xs):
+    """lax.scan over the leading (block) axis; straight-line code up to FLASH_UNROLL blocks."""
+    nb = jax.tree.leaves(xs)[0].shape[0]
+    return jax.lax.scan(body, carry, xs, unroll=nb if nb <= FLASH_UNROLL else 1)
+
+
+def _flash_forward(blocks, k, v, query_steps, key_steps):
+    """-> (out (nb, B, heads, c, d), log-sum-exp (nb, B, heads, c) float32)."""
+    def one(_, x):
+        qb, qs = x
+        s = _block_scores(qb, k, qs, key_steps)
+        m = s.max(-1, keepdims=True)
+        p = jnp.exp(s - m)
+        l = p.sum(-1, keepdims=True)
+        o = jnp.einsum('bhqk,bhkd->bhqd', p.astype(v.dtype), v, preferred_element_type=jnp.float32) / l
+        return None, (o.astype(qb.dtype), (m + jnp.log(l))[..., 0])
+    return _over_blocks(one, None, (blocks, query_steps))[1]
+
+
+@jax.custom_vjp
+def _flash(blocks, k, v, query_steps, key_steps):
+    """Attention of query blocks (nb, B, heads, c, d), scale applied, on keys/values (B, heads,
+    Nk, d) -> (nb, B, heads, c, d)."""
+    return _flash_forward(blocks, k, v, query_steps, key_steps)[0]
+
+
+def _flash_fwd(blocks, k, v, query_steps, key_steps):
+    out, lse = _flash_forward(blocks, k, v, query_steps, key_steps)
+    return out, (blocks, k, v, query_steps, key_steps, out, lse)
+
+
+def _flash_bwd(residuals, d_out):
+    """Per query block: probabilities again from the scores and the saved log-sum-exp, then
+    dq for the block and dk, dv accumulated in float32 over blocks."""
+    blocks, k, v, query_steps, key_steps, out, lse = residuals
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)  # (nb, B, heads, c)
+
+    def one(carry, x):
+        dk, dv = carry
+        qb, qs, do, lse_b, delta_b = x
+        p = jnp.exp(_block_scores(qb, k, qs, key_steps) - lse_b[..., None])
+        dv = dv + jnp.einsum('bhqk,bhqd->bhkd', p.astype(do.dtype), do, preferred_element_type=jnp.float32)
+        dp = jnp.einsum('bhqd,bhkd->bhqk', do, v, preferred_element_type=jnp.float32)
+        ds = (p * (dp - delta_b[..., None])).astype(qb.dtype)
+        dq = jnp.einsum('bhqk,bhkd->bhqd', ds, k, preferred_element_type=jnp.float32).astype(qb.dtype)
+        dk = dk + jnp.einsum('bhqk,bhqd->bhkd', ds, qb, preferred_element_type=jnp.float32)
+        return (dk, dv), dq
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    (dk, dv), dq = _over_blocks(one, (zeros, zeros), (blocks, query_steps, d_out, lse, delta))
+    return dq, dk.astype(k.dtype), dv.astype(v.dtype), None, None
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def _pallas_attention(q, k, v):
