@@ -1,8 +1,12 @@
 """Input-pipeline speed: 16 x 224 pretraining clips/s from mp4, per grain worker count, next
 to the raw decode speed of the same clips measured in the same run (PyAV, and OpenCV and
-decord when installed), so the pipeline's overhead is a ratio.
+decord when installed), so the pipeline's overhead is a ratio. With --original (a checkout of
+facebookresearch/jepa; torch, torchvision, decord, pandas, opencv installed), the original's
+loader (its VideoDataset + pretraining transform + mask collator in a torch DataLoader) reads
+the same files at the same worker count and batch, measured in turns with ours.
 
   python benchmarks/data.py [--videos 8 --frames 300 --size 256 --workers 0 1 2]
+  python benchmarks/data.py --workers 2 --original=/path/to/jepa --rounds 2
 """
 from __future__ import annotations
 
@@ -89,6 +93,41 @@ def pipeline_rate(data_dir, workers, batch, num_frames, size, batches):
     return batches * batch / (time.time() - t)
 
 
+def original_rate(path, list_csv, workers, batch, num_frames, size, batches):
+    """clips/s of the original's pretraining loader (app/vjepa/train.py's data settings)."""
+    sys.path.insert(0, path)
+    import torch
+    from app.vjepa.transforms import make_transforms
+    from src.datasets.video_dataset import make_videodataset
+    from src.masks.multiblock3d import MaskCollator
+    from vjepa_jax import masks
+    torch.set_num_threads(1)
+    lines = open(list_csv).read().split()
+    lines = [' '.join(lines[i:i + 2]) for i in range(0, len(lines), 2)]
+    repeated = list_csv[:-4] + '_repeated.csv'  # its sampler reads a list once per epoch: enough lines for one pass
+    with open(repeated, 'w') as f:
+        f.write('\n'.join(lines * (-(-(batches + 2) * batch // len(lines)))) + '\n')
+    cfgs = [dict(spatial_scale=m.spatial_scale, temporal_scale=m.temporal_scale, aspect_ratio=m.aspect_ratio,
+                 num_blocks=m.num_blocks, max_temporal_keep=m.max_temporal_keep)
+            for m in (masks.SHORT_RANGE, masks.LONG_RANGE)]
+    transform = make_transforms(random_horizontal_flip=True, random_resize_aspect_ratio=(3 / 4, 4 / 3),
+                                random_resize_scale=(0.3, 1.0), reprob=0.0, auto_augment=False, motion_shift=False,
+                                crop_size=size)
+    _, loader, _ = make_videodataset(
+        data_paths=[repeated], batch_size=batch, frames_per_clip=num_frames, frame_step=4, num_clips=1,
+        random_clip_sampling=True, allow_clip_overlap=False, transform=transform,
+        collator=MaskCollator(cfgs, crop_size=(size, size), num_frames=num_frames, patch_size=16, tubelet_size=2),
+        num_workers=workers, pin_mem=False, world_size=1, rank=0)
+    it = iter(loader)
+    next(it)  # start-up (worker spawn) not counted
+    t = time.time()
+    for _ in range(batches):
+        next(it)
+    rate = batches * batch / (time.time() - t)
+    del it, loader
+    return rate
+
+
 def main():
     from absl import flags
     flags.FLAGS.mark_as_parsed()
@@ -99,6 +138,8 @@ def main():
     ap.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--batches', type=int, default=6)
+    ap.add_argument('--original', default='', help="a checkout of facebookresearch/jepa (its 'src' and 'app')")
+    ap.add_argument('--rounds', type=int, default=1, help='turns of ours and the original (with --original)')
     args = ap.parse_args()
     from vjepa_jax.data import build
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,9 +152,18 @@ def main():
             print(f'raw decode, {name:7s}: {r:7.1f} clips/s (1 process)')
         base = rates['pyav']
         for w in args.workers:
-            r = pipeline_rate(os.path.join(tmp, 'tfds'), w, args.batch, 16, 224, args.batches)
-            print(f'pipeline, {w} worker(s): {r:7.1f} clips/s = {r / base:.2f} x raw PyAV decode '
-                  f'(decode + crop + resize + flip + normalise + masks + batch)')
+            ours, original = [], []
+            for _ in range(args.rounds):
+                ours.append(pipeline_rate(os.path.join(tmp, 'tfds'), w, args.batch, 16, 224, args.batches))
+                print(f'pipeline, {w} worker(s): {ours[-1]:7.1f} clips/s = {ours[-1] / base:.2f} x raw PyAV decode '
+                      f'(decode + crop + resize + flip + normalise + masks + batch)', flush=True)
+                if args.original:
+                    original.append(original_rate(args.original, os.path.join(tmp, 'list.csv'), w, args.batch, 16,
+                                                  224, args.batches))
+                    print(f'original loader, {w} worker(s): {original[-1]:7.1f} clips/s', flush=True)
+            if original:
+                print(f'{w} worker(s), median of {args.rounds}: ours {np.median(ours):.2f} clips/s, original '
+                      f'{np.median(original):.2f}: ours {np.median(ours) / np.median(original):.2f}x', flush=True)
 
 
 if __name__ == '__main__':

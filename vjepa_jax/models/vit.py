@@ -291,24 +291,37 @@ def _flash_fwd(blocks, k, v, query_steps, key_steps):
 
 
 def _flash_bwd(residuals, d_out):
-    """Per query block: probabilities again from the scores and the saved log-sum-exp, then
-    dq for the block and dk, dv accumulated in float32 over blocks."""
+    """Over key blocks (of the query block size): their probabilities again from the scores and
+    the saved log-sum-exp, dk and dv for the block, dq accumulated in float32. (Key blocks outside
+    keep the dk / dv products in the layout the CPU matmul kernels take: 10 % faster than over
+    query blocks at 1232-1568 tokens.)"""
     blocks, k, v, query_steps, key_steps, out, lse = residuals
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1)  # (nb, B, heads, c)
+    nb, b, h, c, d = blocks.shape
 
-    def one(carry, x):
-        dk, dv = carry
-        qb, qs, do, lse_b, delta_b = x
-        p = jnp.exp(_block_scores(qb, k, qs, key_steps) - lse_b[..., None])
-        dv = dv + jnp.einsum('bhqk,bhqd->bhkd', p.astype(do.dtype), do, preferred_element_type=jnp.float32)
-        dp = jnp.einsum('bhqd,bhkd->bhqk', do, v, preferred_element_type=jnp.float32)
-        ds = (p * (dp - delta_b[..., None])).astype(qb.dtype)
-        dq = jnp.einsum('bhqk,bhkd->bhqd', ds, k, preferred_element_type=jnp.float32).astype(qb.dtype)
-        dk = dk + jnp.einsum('bhqk,bhqd->bhkd', ds, qb, preferred_element_type=jnp.float32)
-        return (dk, dv), dq
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    (dk, dv), dq = _over_blocks(one, (zeros, zeros), (blocks, query_steps, d_out, lse, delta))
-    return dq, dk.astype(k.dtype), dv.astype(v.dtype), None, None
+    def whole(x):  # (nb, B, heads, c, ...) -> (B, heads, nb * c, ...)
+        return jnp.moveaxis(x, 0, 2).reshape(b, h, nb * c, *x.shape[4:])
+    q, do, lse = whole(blocks), whole(d_out), whole(lse)
+    delta = jnp.sum(do.astype(jnp.float32) * whole(out).astype(jnp.float32), -1)  # (B, heads, Nq)
+    k_blocks, k_steps = _query_blocks(k, key_steps, c)  # zero-padded keys: no dq contribution
+    v_blocks = _query_blocks(v, None, c)[0]
+    q_steps = None if query_steps is None else query_steps.reshape(-1)
+
+    def one(dq, x):
+        kb, vb, ks = x
+        s = jnp.einsum('bhkd,bhqd->bhkq', kb, q, preferred_element_type=jnp.float32)  # scores, keys first
+        if key_steps is not None:
+            s = jnp.where(_step_mask(q_steps, ks)[0, 0].T, s, jnp.finfo(jnp.float32).min)
+        p = jnp.exp(s - lse[:, :, None, :])
+        dv = jnp.einsum('bhkq,bhqd->bhkd', p.astype(do.dtype), do, preferred_element_type=jnp.float32)
+        dp = jnp.einsum('bhkd,bhqd->bhkq', vb, do, preferred_element_type=jnp.float32)
+        ds = (p * (dp - delta[:, :, None, :])).astype(q.dtype)
+        dk = jnp.einsum('bhkq,bhqd->bhkd', ds, q, preferred_element_type=jnp.float32)
+        dq = dq + jnp.einsum('bhkq,bhkd->bhqd', ds, kb, preferred_element_type=jnp.float32)
+        return dq, (dk.astype(k.dtype), dv.astype(v.dtype))
+    dq, (dk, dv) = _over_blocks(one, jnp.zeros(q.shape, jnp.float32), (k_blocks, v_blocks, k_steps))
+    n_k = k.shape[2]
+    dq = jnp.moveaxis(dq.astype(q.dtype).reshape(b, h, nb, c, d), 2, 0)
+    return dq, whole(dk)[:, :, :n_k], whole(dv)[:, :, :n_k], None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
