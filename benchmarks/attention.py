@@ -7,6 +7,7 @@ largest difference from 'xla' in outputs and gradients.
   python benchmarks/attention.py                          # 1568 tokens (16 x 224 x 224), batch 2, 3 heads of 64
   python benchmarks/attention.py --tokens=128 --batch=4
   python benchmarks/attention.py --impls=xla,chunked:256,chunked:512
+  python benchmarks/attention.py --impls=xla,flash --torch   # and torch's scaled_dot_product_attention
 """
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def make_fns(impl: str):
     return fwd, grad
 
 
+def torch_fns(q, k, v):
+    """torch.nn.functional.scaled_dot_product_attention on the same inputs: (forward, gradient)."""
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    tq, tk, tv = (torch.from_numpy(np.asarray(x, np.float32)).permute(0, 2, 1, 3).contiguous().requires_grad_()
+                  for x in (q, k, v))
+
+    def fwd(*_):
+        with torch.no_grad():
+            return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)
+
+    def grad(*_):
+        (torch.nn.functional.scaled_dot_product_attention(tq, tk, tv) ** 2).sum().backward()
+        return tq.grad
+    return fwd, grad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--tokens', type=int, default=1568)
@@ -54,11 +72,13 @@ def main():
     ap.add_argument('--dtype', default='float32')
     ap.add_argument('--rounds', type=int, default=7)
     ap.add_argument('--impls', default='', help='comma list (default: all that run here), e.g. xla,chunked:256')
+    ap.add_argument('--torch', action='store_true', help="also time torch's fused attention (float32, CPU)")
     args = ap.parse_args()
     impls = args.impls.split(',') if args.impls else default_impls()
     shape = (args.batch, args.tokens, args.heads, args.head_dim)
     q, k, v = (jax.random.normal(key, shape, args.dtype) for key in jax.random.split(jax.random.key(0), 3))
     fns = {i: make_fns(i) for i in impls}
+    extra = {'torch': torch_fns(q, k, v)} if args.torch else {}
     ref_out = ref_grad = None
     print(f'{jax.default_backend()}: q k v {shape} {args.dtype}, {args.rounds} alternating rounds', flush=True)
     for i, (fwd, grad) in fns.items():  # compile and check against the first (xla)
@@ -68,9 +88,9 @@ def main():
         err = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
                   for a, b in zip((out, *g), (ref_out, *ref_grad)))
         print(f'  {i}: compiled; max |difference| from {impls[0]} (output and gradients) {err:.2e}', flush=True)
-    times = {i: {'fwd': [], 'fwd+bwd': []} for i in impls}
+    times = {i: {'fwd': [], 'fwd+bwd': []} for i in [*impls, *extra]}
     for _ in range(args.rounds):
-        for i, (fwd, grad) in fns.items():
+        for i, (fwd, grad) in {**fns, **extra}.items():
             for kind, fn in (('fwd', fwd), ('fwd+bwd', grad)):
                 t0 = time.perf_counter()
                 jax.block_until_ready(fn(q, k, v))
@@ -78,7 +98,7 @@ def main():
     base = {kind: np.median(times[impls[0]][kind]) for kind in ('fwd', 'fwd+bwd')}
     print('| implementation | fwd median / min ms | ratio | fwd+bwd median / min ms | ratio |')
     print('|---|---|---|---|---|')
-    for i in impls:
+    for i in times:
         cells = []
         for kind in ('fwd', 'fwd+bwd'):
             t = np.asarray(times[i][kind]) * 1e3

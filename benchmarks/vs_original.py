@@ -48,29 +48,29 @@ def our_config(img_size: int, num_frames: int, attention_impl: str):
     return c
 
 
-def sample_inputs(img_size: int, num_frames: int, batch: int, count: int):
+def sample_inputs(cfg, batch: int, count: int):
     """count (clips (B, T, H, W, 3) float32, [(ctx (B, Kc), tgt (B, Kt)) per generator] int32) pairs."""
     from vjepa_jax import masks
-    cfg = our_config(img_size, num_frames, 'auto')
-    grid = (num_frames // 2, img_size // 16, img_size // 16)
+    m = cfg.model
+    grid = (m.num_frames // m.tubelet_size, m.img_size // m.patch_size, m.img_size // m.patch_size)
     sampler = masks.make_sampler(cfg, grid)
     rng = np.random.default_rng(0)
-    return [(rng.standard_normal((batch, num_frames, img_size, img_size, 3), dtype=np.float32),
+    return [(rng.standard_normal((batch, m.num_frames, m.img_size, m.img_size, 3), dtype=np.float32),
              [tuple(np.asarray(a, np.int32) for a in pair) for pair in sampler(i, batch)]) for i in range(count)]
 
 
-def ours_stepper(img_size, num_frames, batch, inputs, attention_impl):
+def ours_stepper(cfg, inputs, compiled=None):
+    """-> (run one step, encoder params, predictor params). compiled: an AOT-compiled train step."""
     import jax
     import jax.numpy as jnp
     from vjepa_jax import train_state
     from vjepa_jax.models import factory
-    cfg = our_config(img_size, num_frames, attention_impl)
     trainer = train_state.make_trainer(cfg)
     state = jax.jit(lambda: trainer.init(0, cfg.model, factory.num_mask_tokens(cfg)))()
     n_enc = sum(x.size for x in jax.tree.leaves(state['params']['encoder']))
     n_pred = sum(x.size for x in jax.tree.leaves(state['params']['predictor']))
     dev_inputs = [(jnp.asarray(c), [tuple(jnp.asarray(a) for a in p) for p in m]) for c, m in inputs]
-    step = jax.jit(trainer.train_step, donate_argnums=(0,)).lower(state, *dev_inputs[0]).compile()
+    step = compiled or jax.jit(trainer.train_step, donate_argnums=(0,)).lower(state, *dev_inputs[0]).compile()
     box = {'state': state, 'i': 0}
 
     def run():
@@ -81,8 +81,9 @@ def ours_stepper(img_size, num_frames, batch, inputs, attention_impl):
     return run, n_enc, n_pred
 
 
-def original_stepper(path, img_size, num_frames, batch, inputs):
-    """The original's train step (app/vjepa/train.py), built from its own modules."""
+def original_stepper(path, cfg, inputs, device: str = 'cpu'):
+    """The original's train step (app/vjepa/train.py), built from its own modules with the
+    architecture of our config `cfg` (bfloat16 autocast when cfg.model.dtype is bfloat16)."""
     import copy
     from functools import partial
     import warnings
@@ -94,59 +95,76 @@ def original_stepper(path, img_size, num_frames, batch, inputs):
     from src.models.predictor import VisionTransformerPredictor
     from src.models.utils.multimask import MultiMaskWrapper, PredictorMultiMaskWrapper
     from src.models.vision_transformer import VisionTransformer
-    torch.set_num_threads(int(os.environ.get('BENCH_THREADS', os.cpu_count())))
+    from vjepa_jax.models.factory import num_mask_tokens
+    from vjepa_jax.models.vit import VIT_VARIANTS
+    if device == 'cpu':
+        torch.set_num_threads(int(os.environ.get('BENCH_THREADS', os.cpu_count())))
     torch.manual_seed(0)
-    common = dict(img_size=img_size, patch_size=16, num_frames=num_frames, tubelet_size=2, uniform_power=True,
-                  use_sdpa=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
-    encoder = MultiMaskWrapper(VisionTransformer(**common, **ENCODER, qkv_bias=True))
+    m = cfg.model
+    spec = VIT_VARIANTS[m.variant]
+    common = dict(img_size=m.img_size, patch_size=m.patch_size, num_frames=m.num_frames, tubelet_size=m.tubelet_size,
+                  uniform_power=m.uniform_power, use_sdpa=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
+    encoder = MultiMaskWrapper(VisionTransformer(**common, **spec, qkv_bias=True)).to(device)
     predictor = PredictorMultiMaskWrapper(VisionTransformerPredictor(
-        **common, embed_dim=ENCODER['embed_dim'], predictor_embed_dim=PRED_EMBED, depth=PRED_DEPTH,
-        num_heads=ENCODER['num_heads'], use_mask_tokens=True, num_mask_tokens=2, zero_init_mask_tokens=True))
+        **common, embed_dim=spec['embed_dim'], predictor_embed_dim=m.pred_embed_dim, depth=m.pred_depth,
+        num_heads=m.pred_num_heads or spec['num_heads'], use_mask_tokens=True, num_mask_tokens=num_mask_tokens(cfg),
+        zero_init_mask_tokens=True)).to(device)
     target_encoder = copy.deepcopy(encoder)
     for p in target_encoder.parameters():
         p.requires_grad = False
     n_enc = sum(p.numel() for p in encoder.parameters() if p.requires_grad)  # its fixed sin-cos table is a buffer here
     n_pred = sum(p.numel() for p in predictor.parameters() if p.requires_grad)
-    groups = [{'params': [p for n, p in m.named_parameters() if 'bias' not in n and len(p.shape) != 1]}
-              for m in (encoder, predictor)]
-    groups += [{'params': [p for n, p in m.named_parameters() if 'bias' in n or len(p.shape) == 1],
-                'WD_exclude': True, 'weight_decay': 0} for m in (encoder, predictor)]
+    groups = [{'params': [p for n, p in mod.named_parameters() if 'bias' not in n and len(p.shape) != 1]}
+              for mod in (encoder, predictor)]
+    groups += [{'params': [p for n, p in mod.named_parameters() if 'bias' in n or len(p.shape) == 1],
+                'WD_exclude': True, 'weight_decay': 0} for mod in (encoder, predictor)]
     optimizer = torch.optim.AdamW(groups, lr=6.25e-4, weight_decay=0.04)
-    torch_inputs = [(torch.from_numpy(c).permute(0, 4, 1, 2, 3).contiguous(),
-                     [torch.from_numpy(ctx).long() for ctx, _ in m], [torch.from_numpy(tgt).long() for _, tgt in m])
-                    for c, m in inputs]
+    scaler = torch.amp.GradScaler(device) if m.dtype == 'bfloat16' and device != 'cpu' else None
+    torch_inputs = [(torch.from_numpy(c).permute(0, 4, 1, 2, 3).contiguous().to(device),
+                     [torch.from_numpy(ctx).long().to(device) for ctx, _ in mm],
+                     [torch.from_numpy(tgt).long().to(device) for _, tgt in mm]) for c, mm in inputs]
     box = {'i': 0}
 
     def run():
         clips, masks_enc, masks_pred = torch_inputs[box['i'] % len(torch_inputs)]
         box['i'] += 1
-        with torch.no_grad():
-            h = target_encoder(clips)
-            h = F.layer_norm(h, (h.size(-1),))
-            h = apply_masks(h, masks_pred, concat=False)
-        z = predictor(encoder(clips, masks_enc), h, masks_enc, masks_pred)
-        loss = sum(torch.mean(torch.abs(zi - hi)) for zi, hi in zip(z, h)) / len(masks_pred)
-        loss.backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=m.dtype == 'bfloat16'):
+            with torch.no_grad():
+                h = target_encoder(clips)
+                h = F.layer_norm(h, (h.size(-1),))
+                h = apply_masks(h, masks_pred, concat=False)
+            z = predictor(encoder(clips, masks_enc), h, masks_enc, masks_pred)
+            loss = sum(torch.mean(torch.abs(zi - hi)) for zi, hi in zip(z, h)) / len(masks_pred)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 10.0)
         torch.nn.utils.clip_grad_norm_(predictor.parameters(), 10.0)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad()
         with torch.no_grad():
             for q, k in zip(encoder.parameters(), target_encoder.parameters()):
                 k.data.mul_(0.998).add_((1. - 0.998) * q.detach().data)
-        loss.item()
+        loss.item()  # waits for the device
     return run, n_enc, n_pred
 
 
 def worker(args):
     """Build one side, then answer each stdin line 'N' with the N step times (s) as JSON."""
     img_size, num_frames, batch = SHAPES[args.shape]
-    inputs = sample_inputs(img_size, num_frames, batch, 4)
+    cfg = our_config(img_size, num_frames, args.worker.partition(':')[2] or 'auto')
+    inputs = sample_inputs(cfg, batch, 4)
     t0 = time.time()
     if args.worker == 'original':
-        run, n_enc, n_pred = original_stepper(args.original, img_size, num_frames, batch, inputs)
+        run, n_enc, n_pred = original_stepper(args.original, cfg, inputs)
     else:
-        run, n_enc, n_pred = ours_stepper(img_size, num_frames, batch, inputs, args.worker.partition(':')[2] or 'auto')
+        run, n_enc, n_pred = ours_stepper(cfg, inputs)
     run()  # warm-up (compile / allocator)
     print(json.dumps({'ready': True, 'build_s': time.time() - t0, 'encoder_params': n_enc,
                       'predictor_params': n_pred, 'context_tokens': [int(m[0].shape[1]) for m in inputs[0][1]],
