@@ -97,11 +97,11 @@ def test_uniform_subsets_choose_members_uniformly():
     equal) still gives k members."""
     member = np.zeros((6000, 10), bool)
     member[:, [1, 3, 4, 8]] = True
-    keys = np.random.default_rng(0).integers(0, masks.KEY_LIMIT, member.shape, dtype=np.int32)
+    keys = np.random.default_rng(0).random(member.shape, dtype=np.float32)
     picked = masks._uniform_subsets(keys, member, 2)
     assert picked.shape == (6000, 2) and set(np.unique(picked)) == {1, 3, 4, 8}
     assert (np.diff(picked, axis=1) > 0).all()
     pairs = np.unique(picked[:, 0] * 10 + picked[:, 1], return_counts=True)[1] / 6000
     assert len(pairs) == 6 and np.abs(pairs - 1 / 6).max() < 0.02, pairs
-    tied = masks._uniform_subsets(np.zeros((3, 10), np.int32), member[:3], 2)
+    tied = masks._uniform_subsets(np.zeros((3, 10), np.float32), member[:3], 2)
     assert tied.shape == (3, 2) and np.isin(tied, [1, 3, 4, 8]).all() and (np.diff(tied, axis=1) > 0).all()

@@ -72,8 +72,11 @@ def sample_context_masks(rng: np.random.Generator, spec: BlockSpec, grid: Sequen
         first = rng.integers(0, extent - length + 1, shape)
         pos = np.arange(extent)
         inside.append((pos >= first[..., None]) & (pos < (first + length)[..., None]))
-    covered = (inside[0][..., :, None, None] & inside[1][..., None, :, None] & inside[2][..., None, None, :]).any(1)
-    keep = ~covered
+    in_t, in_h, in_w = inside
+    in_hw = (in_h[..., :, None] & in_w[..., None, :]).reshape(count, spec.num_blocks, hh * ww)
+    # covered[n, t, hw]: some block covers step t and cell hw (a sum over blocks, as one matmul)
+    covered = np.matmul(in_t.transpose(0, 2, 1).astype(np.float32), in_hw.astype(np.float32)) > 0
+    keep = ~covered.reshape(count, tt, hh, ww)
     keep[:, max(1, int(tt * spec.max_temporal_keep)):] = False
     return keep.reshape(count, -1)
 
@@ -103,15 +106,15 @@ def fixed_counts(spec: BlockSpec, grid: tuple, keep_quantile: float = 0.05, draw
     return kc, kt
 
 
-KEY_LIMIT = 2 ** 31 - 1  # random selection keys are int32 in [0, KEY_LIMIT)
+KEY_LIMIT = 2.0  # random selection keys are float32 in [0, 1); non-members weigh KEY_LIMIT
 
 
 def _uniform_subsets(keys: np.ndarray, member: np.ndarray, k: int) -> np.ndarray:
     """Per row, k of the member positions chosen uniformly without replacement (those with the k
-    smallest keys: int32 below KEY_LIMIT), in increasing order: (B, k). Rows need k members."""
+    smallest keys, below KEY_LIMIT), in increasing order: (B, k). Rows need k members."""
     weights = np.where(member, keys, KEY_LIMIT)
     chosen = weights <= np.partition(weights, k - 1, axis=1)[:, k - 1:k]
-    if chosen.sum() != chosen.shape[0] * k:  # a tie at the k-th key (p ~ N / 2^31 per row)
+    if chosen.sum() != chosen.shape[0] * k:  # a tie at the k-th key (float32: p ~ N / 2^24 per row)
         return np.sort(np.argpartition(weights, k - 1, axis=1)[:, :k], axis=1)
     rows, n = chosen.shape
     return np.flatnonzero(chosen).reshape(rows, k) - (np.arange(rows) * n)[:, None]
@@ -142,7 +145,7 @@ class MultiBlockMaskSampler:
             keep[short] = sample_context_masks(rng, spec, self.grid, size, int(short.sum()))
         n_ctx = keep.sum(1)
         short = (n_ctx < kc) | (total - n_ctx < kt)
-        keys = rng.integers(0, KEY_LIMIT, keep.shape, dtype=np.int32)
+        keys = rng.random(keep.shape, dtype=np.float32)
         ctx = _uniform_subsets(keys, keep | short[:, None], kc)  # short rows are replaced below
         tgt = _uniform_subsets(keys, ~keep | short[:, None], kt)
         for row in np.flatnonzero(short):  # never within bounds: pad by repeating indices, and count it
