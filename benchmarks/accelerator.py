@@ -86,7 +86,7 @@ def time_ours(cfg, batch: int, steps: int):
                 run()
                 times.append(time.perf_counter() - t)
             return float(np.median(times)), batch
-        except Exception as e:  # noqa: BLE001: an out-of-memory of the estimate: 10 % fewer clips
+        except Exception as e:  # an out-of-memory of the estimate: 10 % fewer clips
             if 'RESOURCE_EXHAUSTED' not in str(e) and 'out of memory' not in str(e).lower() or batch == 1:
                 raise
             print(f'    batch {batch}: out of memory, trying {int(batch * 0.9)}', flush=True)
@@ -123,7 +123,7 @@ def main():
                 try:
                     batch = args.batch or (largest_batch(cfg, limit, 4, args.max_batch) if limit else 2)
                     dt, batch = time_ours(cfg, batch, args.steps)
-                except Exception as e:  # noqa: BLE001: one choice failing (e.g. cuDNN on a dtype) is a figure too
+                except Exception as e:  # one choice failing (e.g. cuDNN on a dtype) is a figure too
                     print(f'    failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}', flush=True)
                     continue
                 timed_batch = timed_batch or batch
@@ -142,7 +142,7 @@ def main():
                     t = time.perf_counter()
                     run()
                     times.append(time.perf_counter() - t)
-            except Exception as e:  # noqa: BLE001: e.g. out of memory at our batch
+            except Exception as e:  # e.g. out of memory at our batch
                 print(f'{model} original at batch {timed_batch}: failed: {type(e).__name__}: '
                       f'{str(e).splitlines()[0][:200]}', flush=True)
                 continue
