@@ -311,3 +311,34 @@ def test_ssv2_builder_from_its_json_files(videos, tmp_path):
     assert sorted((src[i]['id'].decode(), int(src[i]['label'])) for i in range(2)) == [('11', 0), ('12', 1)]
     with pytest.raises(FileNotFoundError, match='something-something-v2-labels.json'):
         build.build('ssv2', str(tmp_path / 'data2'), manual_dir=str(tmp_path))
+
+
+def test_records_damaged_on_disk_after_the_build_are_skipped_and_counted(built, tmp_path):
+    """Bytes flipped inside one record's ArrayRecord chunk (after the build): that record fails its
+    stored hash and is replaced like an undecodable one, counted in `skipped`."""
+    import glob
+    import shutil
+    data_dir = str(tmp_path / 'tfds')
+    shutil.copytree(built[0], data_dir)
+    shard = max(glob.glob(f'{data_dir}/video_csv/*/video_csv-train.array_record*'), key=os.path.getsize)
+    original = open(shard, 'rb').read()
+
+    def unreadable_records():
+        src, bad = pipeline.TfdsSource('video_csv', data_dir), []
+        for i in range(len(src)):
+            try:
+                src[i]
+            except Exception as e:  # noqa: BLE001
+                bad.append(str(e))
+        return src, bad
+    for offset in range(512, len(original) // 2, 512):  # the first zeroed span that hits one record's chunk
+        with open(shard, 'wb') as f:
+            f.write(original[:offset] + bytes(64) + original[offset + 64:])
+        src, bad = unreadable_records()
+        if 1 <= len(bad) < len(src):
+            break
+    assert 1 <= len(bad) < len(src) and 'hash mismatch' in bad[0], bad
+    it = iter(make([src]))
+    batches = [next(it) for _ in range(4)]
+    assert sum(int(b['skipped']) for b in batches) > 0
+    assert all(np.isfinite(b['clips']).all() for b in batches)

@@ -160,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     bad_step = int(str(e.value).split('at step ')[1].split(':')[0])
     ckpt = checkpoint.Checkpointer(str(tmp_path / 'checkpoints'))
     last = ckpt.latest_step()
-    assert f'last good checkpoint is step {last}' in str(e.value)
+    assert f'newest checkpoint that verifies is step {last}' in str(e.value)
     assert last is not None and 0 < last <= bad_step
     trainer = train_state.make_trainer(cfg)
     _, abstract = train_state.state_layout(trainer, cfg, sharding.make_mesh(cfg.mesh))

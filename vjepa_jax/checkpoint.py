@@ -7,18 +7,85 @@ background while training goes on. A checkpoint becomes visible only once comple
 writes to a temporary directory and renames it when finalised), so a half-written
 checkpoint is never taken as the latest. Restoring takes the target's shardings, so a
 run may resume on a different mesh.
+
+Integrity: every save records a content checksum of each state array in the metadata
+(`state_checksums`: a uint32 per array, the same on any mesh); a restore recomputes and compares
+them. `restore_newest` walks back from the newest checkpoint: one that fails to restore or to
+verify is reported in one line, moved to `<directory>_damaged/<step>` (kept, out of the way of
+later saves) and the next older one is tried. `python -m vjepa_jax.tools.verify_checkpoints`
+checks a workdir's checkpoints without a run.
 """
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
 STATE, DATA, META = 'state', 'data', 'meta'
+
+
+class CheckpointDamaged(Exception):
+    """A checkpoint that does not restore or does not match its checksums."""
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+    """uint32 of an array's bits: sum over words of (word ^ i * golden) * (2 i + 1) mod 2^32.
+    Integer addition is associative, so any sharding gives the same value; a changed word
+    always changes it."""
+    if x.dtype.itemsize in (4, 8):  # 8-byte elements: two words each
+        words = jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+    else:  # 1- and 2-byte types: each element its own word
+        unsigned = {1: jnp.uint8, 2: jnp.uint16}[x.dtype.itemsize]
+        words = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).reshape(-1)
+    i = jnp.arange(words.shape[0], dtype=jnp.uint32)
+    return jnp.sum((words ^ (i * jnp.uint32(0x9E3779B1))) * (2 * i + 1), dtype=jnp.uint32)
+
+
+_tree_checksums = jax.jit(lambda tree: jax.tree.map(_leaf_checksum, tree))
+
+
+def state_checksums(state: Any) -> dict:
+    """{array path: uint32 checksum} of a state pytree (on its devices; only the sums come back)."""
+    sums = jax.device_get(_tree_checksums(state))
+    return {_path_name(path): int(v) for path, v in jax.tree_util.tree_flatten_with_path(sums)[0]}
+
+
+def _path_name(path) -> str:
+    """'params/encoder/w', the same whether a level is a dict, a namedtuple (optax states) or
+    the plain containers a checkpoint's own metadata restores them as."""
+    names = []
+    for key in path:
+        for attr in ('key', 'name', 'idx'):  # DictKey, GetAttrKey, SequenceKey
+            if hasattr(key, attr):
+                names.append(str(getattr(key, attr)))
+                break
+        else:
+            names.append(str(key))
+    return '/'.join(names)
+
+
+def check_checksums(state: Any, saved: dict, step: int) -> None:
+    """Raise CheckpointDamaged naming the first array whose checksum differs from `saved`."""
+    now = state_checksums(state)
+    if set(now) != set(saved):
+        missing = sorted(set(saved) ^ set(now))[:3]
+        raise CheckpointDamaged(f'checkpoint {step}: its arrays differ from its checksum list ({missing})')
+    bad = [k for k in saved if saved[k] != now[k]]
+    if bad:
+        raise CheckpointDamaged(f'checkpoint {step}: content of {len(bad)} array(s) does not match the checksum '
+                                f'saved with it ({bad[0]}{", ..." if len(bad) > 1 else ""})')
+
+
+def _one_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f'{type(e).__name__}: {lines[0][:160] if lines else ""}'
 
 
 def _path(directory: str) -> str:
@@ -54,15 +121,89 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_iterator: Any, meta: dict, force: bool = False) -> bool:
         """Start saving (returns at once when async). data_iterator: anything with
         get_state() -> bytes / set_state(bytes) (data.stream.DataStream) or a grain iterator."""
+        meta = {**meta, 'checksums': state_checksums(state)}
         return self.manager.save(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state), DATA: grain.checkpoint.CheckpointSave(data_iterator),
             META: ocp.args.JsonSave(meta)}), force=force)
 
     def restore(self, step: int, abstract_state: Any) -> tuple:
-        """-> (state placed by abstract_state's shardings, meta dict)."""
+        """-> (state placed by abstract_state's shardings, meta dict), its checksums verified
+        (CheckpointDamaged otherwise; checkpoints from before checksums restore unchecked)."""
         items = {STATE: ocp.args.StandardRestore(abstract_state), META: ocp.args.JsonRestore()}
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if 'checksums' in out[META]:
+            check_checksums(out[STATE], out[META]['checksums'], step)
         return out[STATE], out[META]
+
+    def abstract_state(self, step: int) -> Any:
+        """The saved state's shapes and dtypes, on this process's first device (for checking a
+        checkpoint without the run's config)."""
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        tree = self.manager.item_metadata(step)[STATE]
+        return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
+
+    def verify(self, step: int, abstract_state: Any = None) -> str | None:
+        """None when checkpoint `step` restores and matches its checksums, else what is wrong
+        (one line). abstract_state: the layout to restore to (default: as saved, one device)."""
+        try:
+            self.restore(step, self.abstract_state(step) if abstract_state is None else abstract_state)
+            name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+            data_file = epath.Path(self.directory, str(step), DATA, name)
+            if data_file.exists():
+                json.loads(data_file.read_text())
+        except CheckpointDamaged as e:
+            return str(e)
+        except Exception as e:  # noqa: BLE001 - any failure to read is damage, said in one line
+            return f'checkpoint {step}: does not restore ({_one_line(e)})'
+        return None
+
+    def latest_verified_step(self) -> int | None:
+        """The newest checkpoint that verifies, or None (walks back; moves nothing)."""
+        return next((s for s in sorted(self.all_steps(), reverse=True) if self.verify(s) is None), None)
+
+    def restore_newest(self, abstract_state: Any, data_iterator: Any = None, check_meta: Callable | None = None,
+                       log: Callable = print) -> tuple:
+        """-> (step, state, meta) of the newest checkpoint that restores and verifies, the data
+        iterator set to its position when given; (None, None, None) when there is none.
+        check_meta(meta, step) may raise a UsageError (a config mismatch: not damage). A damaged
+        checkpoint is said in one line and moved to <directory>_damaged/<step>."""
+        steps = sorted(self.all_steps(), reverse=True)
+        for step in steps:
+            try:
+                try:
+                    meta = self.restore_meta(step)
+                except Exception as e:  # noqa: BLE001
+                    raise CheckpointDamaged(f'checkpoint {step}: its metadata does not read ({_one_line(e)})')
+                if check_meta is not None:
+                    check_meta(meta, step)
+                try:
+                    state, meta = self.restore(step, abstract_state)
+                    has_data = data_iterator is not None and self.restore_data(step, data_iterator)
+                except CheckpointDamaged:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    raise CheckpointDamaged(f'checkpoint {step}: does not restore ({_one_line(e)})')
+                return step, state, {**meta, 'data_restored': has_data}
+            except CheckpointDamaged as e:
+                moved = self._move_aside(step)
+                older = [s for s in steps if s < step]
+                log(f'{e}; moved to {moved}; ' + (f'trying checkpoint {older[0]}' if older else 'no older checkpoint'))
+        return None, None, None
+
+    def _move_aside(self, step: int) -> str:
+        """Move checkpoint `step` to <directory>_damaged/<step> (a later save may reuse the step)."""
+        src = epath.Path(self.directory, str(step))
+        dst = epath.Path(str(self.directory).rstrip('/') + '_damaged', str(step))
+        if jax.process_index() == 0:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists():
+                shutil.rmtree(dst) if '://' not in str(dst) else dst.rmtree()
+            src.rename(dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
+        self.manager.reload()
+        return str(dst)
 
     def restore_data(self, step: int, data_iterator: Any) -> bool:
         """Set data_iterator to this process's saved position; False when the checkpoint has none

@@ -155,7 +155,7 @@ def _unknown_override(argv: list) -> str | None:
 
 def run(main) -> None:
     """absl's app.run(main) for a tool: config paths resolved, one-line errors for bad flags,
-    and UsageError / FileNotFoundError / FileExistsError raised by `main` printed as
+    and UsageError / FileNotFoundError / FileExistsError / WorkdirBusy raised by `main` printed as
     `error: ...` (exit status 1). --helpconfig prints the config and exits."""
     from absl import app, flags, logging
     if 'helpconfig' not in flags.FLAGS:
@@ -167,10 +167,11 @@ def run(main) -> None:
         if flags.FLAGS.helpconfig:
             print(flags.FLAGS.config if 'config' in flags.FLAGS else 'this tool takes no --config')
             return 0
+        from vjepa_jax.workdir_lock import WorkdirBusy
         try:
             if len(argv) > 1:
                 raise UsageError(f'unexpected arguments {argv[1:]}: flags are --name=value')
             return main(argv)
-        except (UsageError, FileNotFoundError, FileExistsError) as e:
+        except (UsageError, FileNotFoundError, FileExistsError, WorkdirBusy) as e:
             sys.exit(f'error: {e}')
     app.run(wrapped, argv=_resolve_config_argv(sys.argv), flags_parser=_parse_flags)

@@ -17,7 +17,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from vjepa_jax import checkpoint, masks, metrics, sharding, train_state
+from vjepa_jax import checkpoint, masks, metrics, sharding, train_state, validate, workdir_lock
 from vjepa_jax.config import UsageError
 from vjepa_jax.data.stream import DataStream
 from vjepa_jax.flops import peak_flops, step_flops
@@ -86,8 +86,9 @@ def check_finite(out: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
     bad = {k: float(out[k]) for k in names if not np.isfinite(out[k])}
     if bad:
         ckpt.wait()
-        last = ckpt.latest_step()
-        keep = f'the last good checkpoint is step {last} in {ckpt.directory}' if last is not None else 'no checkpoint'
+        last = ckpt.latest_verified_step()
+        keep = (f'the newest checkpoint that verifies is step {last} in {ckpt.directory}' if last is not None
+                else 'no checkpoint verifies')
         raise FloatingPointError(f'non-finite {bad} at step {step}: stopped; {keep} '
                                  f'(lower optim.lr or set optim.clip_grad, then rerun to resume)')
 
@@ -97,7 +98,17 @@ def check_finite(out: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
 # ======================================================================================
 def train(config, workdir: str, log: Callable = print) -> dict:
     """Pretrain with `config` in `workdir` (metrics, TensorBoard, checkpoints), resuming
-    from the latest checkpoint there. Returns the final (or preempted) state."""
+    from the newest checkpoint there that verifies. Returns the final (or preempted) state.
+    The workdir is locked for the run (workdir_lock: a second run stops with WorkdirBusy); the
+    config is checked before anything is written (validate: a bad value is one UsageError line)."""
+    validate.pretrain_config(config, workdir)
+    if jax.process_index() != 0:
+        return _train(config, workdir, log)
+    with workdir_lock.hold(workdir, log):
+        return _train(config, workdir, log)
+
+
+def _train(config, workdir: str, log: Callable) -> dict:
     main_process = jax.process_index() == 0
     log = log if main_process else (lambda *_: None)
     try:
@@ -115,15 +126,15 @@ def train(config, workdir: str, log: Callable = print) -> dict:
     c = config.checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=c.every_steps,
                                    keep_last=c.keep_last, keep_every=c.keep_every, async_save=c.async_save)
-    start = ckpt.latest_step()
+    def check_meta(meta, step):
+        check_resumable(meta, config, step)
+        check_mask_order(meta, config, step)
+    start, state, restored = ckpt.restore_newest(abstract_state, data, check_meta, log)  # damaged: said, skipped
     if start is None:
         start = 0
         state = jax.jit(init, out_shardings=train_state.shardings_of(abstract_state))()
     else:
-        check_resumable(ckpt.restore_meta(start), config, start)
-        check_mask_order(ckpt.restore_meta(start), config, start)
-        state, _ = ckpt.restore(start, abstract_state)
-        if not ckpt.restore_data(start, data):
+        if not restored['data_restored']:
             data.set_state(DataStream.position(start).get_state())
         log(f'resumed from step {start} ({ckpt.directory}) on mesh {dict(mesh.shape)}')
     log(f'mesh {dict(mesh.shape)} over {jax.device_count()} devices, {jax.process_count()} process(es); encoder '

@@ -6,9 +6,10 @@
   -> batch -> masks for the batch's step -> [multiprocess prefetch]
 Deterministic given (seed, step); `iterator.get_state()` / `set_state()` resume exactly.
 
-A record that fails to decode at read time is replaced by another random record of the same
-dataset; the replacement count travels with the batch (`skipped`, summed in the metrics),
-and only `max_retries` failures in a row stop the run, naming the files.
+A record that fails to decode at read time, or whose stored bytes no longer read (a chunk
+damaged on disk after the build), is replaced by another random record of the same dataset;
+the replacement count travels with the batch (`skipped`, summed in the metrics), and only
+`max_retries` failures in a row stop the run, naming the records and files.
 Image records (an 'image' field) are repeated into a clip of frames_per_clip frames.
 """
 from __future__ import annotations
@@ -130,7 +131,13 @@ class LoadClip(grain.transforms.RandomMap):
         ds_id, index = element
         source, errors = self.sources[ds_id], []
         for _ in range(self.cfg.max_retries):
-            record = source[index]
+            try:
+                record = source[index]
+            except Exception as e:  # noqa: BLE001 - storage damage (a chunk's hash mismatch): skipped, counted
+                first = (str(e).strip().splitlines() or [''])[0][:200]
+                errors.append(f'record {index} of {source.name} unreadable ({type(e).__name__}: {first})')
+                index = int(rng.integers(len(source)))
+                continue
             try:
                 clip = load_clip(record, rng, self.cfg, self.decoded[ds_id] if self.decoded else None)
                 return {'clips': clip, 'label': np.int32(record.get('label', -1)),

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vjepa_jax import checkpoint, metrics, optim, sharding
+from vjepa_jax import checkpoint, metrics, optim, sharding, workdir_lock
 from vjepa_jax.config import UsageError
 from vjepa_jax.models.ac_predictor import ACPredictor
 from vjepa_jax.world_model import objective
@@ -259,7 +259,15 @@ def _state_layout(trainer: ACTrainer, params: dict, mesh) -> tuple:
 
 
 def train(config, workdir: str, log: Callable = print, prepared: tuple | None = None) -> tuple:
-    """Train in workdir, resuming from its newest checkpoint -> (predictor module, final metrics)."""
+    """Train in workdir, resuming from its newest checkpoint that verifies -> (predictor module,
+    final metrics). The workdir is locked for the run (workdir_lock)."""
+    if jax.process_index() != 0:
+        return _train(config, workdir, log, prepared)
+    with workdir_lock.hold(workdir, log):
+        return _train(config, workdir, log, prepared)
+
+
+def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple:
     encoder, predictor, train_arrays, val_arrays = prepared or prepare(config, log)
     try:
         mesh = sharding.make_mesh(config.mesh)
@@ -290,12 +298,11 @@ def train(config, workdir: str, log: Callable = print, prepared: tuple | None = 
     c = config.checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=c.every_steps,
                                    keep_last=c.keep_last, async_save=c.async_save)
-    start = ckpt.latest_step()
+    start, state, restored = ckpt.restore_newest(abstract, None if cached else data, log=log)  # damaged: skipped
     if start is None:
         start, state = 0, jax.jit(init, out_shardings=state_sh)()
     else:
-        state, _ = ckpt.restore(start, abstract)
-        if not cached and not ckpt.restore_data(start, data):
+        if not cached and not restored['data_restored']:
             raise UsageError(f'checkpoint {start} in {ckpt.directory} has no data position for this process: '
                              f'resume with the same number of processes')
         log(f'resumed from step {start} ({ckpt.directory})')
