@@ -17,9 +17,15 @@ checks a workdir's checkpoints without a run.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
+import sys
+import tempfile
+import traceback
 from typing import Any, Callable
 
 import grain
@@ -83,6 +89,84 @@ def check_checksums(state: Any, saved: dict, step: int) -> None:
                                 f'saved with it ({bad[0]}{", ..." if len(bad) > 1 else ""})')
 
 
+class StorageError(RuntimeError):
+    """A checkpoint or metrics write failed for lack of space or permission (one line)."""
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: 'no space left on the device', errno.EDQUOT: 'disk quota exceeded',
+                   errno.EACCES: 'permission denied', errno.EPERM: 'operation not permitted',
+                   errno.EROFS: 'read-only filesystem'}
+
+
+def storage_error(e: BaseException) -> str | None:
+    """'PATH (no space left on the device)' when e, or an exception it came from, is a full disk,
+    a quota, a permission or a read-only filesystem (orbax's and TensorStore's own errors say so
+    in their text); None otherwise."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            return f'{e.filename or "the workdir"} ({_STORAGE_ERRNOS[e.errno]})'
+        text = str(e)
+        for code, words in _STORAGE_ERRNOS.items():
+            if os.strerror(code) in text:
+                return f'a checkpoint file ({words})'
+        e = e.__cause__ or e.__context__
+    return None
+
+
+class _StorageNoise(logging.Filter):
+    """After a write fails for space or permission, orbax's threads, asyncio and TensorStore's
+    callbacks each print the failure again, as tracebacks, while the run stops; the run says it
+    once (StorageError). This drops those reports, and only those."""
+    seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += ' ' + str(record.exc_info[1])
+        if any(os.strerror(code) in text for code in _STORAGE_ERRNOS):
+            _StorageNoise.seen = True
+            return False
+        return True
+
+    @staticmethod
+    def install() -> None:
+        if any(isinstance(f, _StorageNoise) for f in logging.getLogger('absl').filters):
+            return
+        for name in ('absl', 'asyncio', 'concurrent.futures'):
+            logging.getLogger(name).addFilter(_StorageNoise())
+        previous = sys.excepthook
+
+        def hook(kind, value, tb):  # TensorStore's callbacks into an event loop orbax closed after the failure
+            tb_or_own = tb if tb is not None else getattr(value, '__traceback__', None)
+            frames = [f.name for f in traceback.extract_tb(tb_or_own)] if tb_or_own is not None else []
+            if isinstance(value, RuntimeError) and 'Event loop is closed' in str(value) and \
+                    'call_soon_threadsafe' in frames:
+                return
+            previous(kind, value, tb)
+        sys.excepthook = hook
+
+
+@contextlib.contextmanager
+def stderr_aside(active: bool = True):
+    """Send file descriptor 2 to a temporary file for the block (background threads' tracebacks
+    of a write that already failed: TensorStore prints them below Python's hooks)."""
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as aside:
+        os.dup2(aside.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _one_line(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return f'{type(e).__name__}: {lines[0][:160] if lines else ""}'
@@ -99,6 +183,7 @@ class Checkpointer:
                  async_save: bool = True):
         self.directory = _path(directory)
         self.every_steps = max(1, every_steps)
+        _StorageNoise.install()
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=self.every_steps, max_to_keep=keep_last or None, keep_period=keep_every or None,
             enable_async_checkpointing=async_save, create=True)
