@@ -4,7 +4,12 @@ A torch checkpoint (torch >= 1.6) is an uncompressed zip: `<name>/data.pkl` (a p
 whose tensors point at storages by persistent id), `<name>/data/<key>` (raw little-endian
 storage bytes) and `<name>/version`. The reader is a restricted unpickler: it admits the
 tensor and storage rebuild functions and plain containers, and refuses every other global
-with UnsafeCheckpointError, so opening a file can never run code from it.
+with UnsafeCheckpointError, so opening a file can never run code from it. Nor can a file make
+it allocate more than the file holds: members must be stored (torch never compresses them) and
+match their storage's declared size, a tensor may have more elements than its storage (a
+stride-0 view) only up to MAX_EXPANDED_BYTES, and BUILD may only set attributes on dicts (torch's
+`_metadata`).
+Any other malformed file is one ValueError line.
 
   tree = load_pth('vitl16.pth.tar')   # nested dicts / lists of numpy arrays and Python values
   save_pth(tree, 'out.pth.tar')       # torch.load(..., weights_only=True) reads it
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import zipfile
@@ -28,6 +34,7 @@ STORAGE_DTYPES = {
     'ByteStorage': np.dtype(np.uint8), 'BoolStorage': np.dtype(np.bool_),
 }
 DTYPE_STORAGES = {v: k for k, v in STORAGE_DTYPES.items()}
+MAX_EXPANDED_BYTES = 64 << 20  # a tensor may outgrow its storage (a broadcast view) only up to this
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -45,6 +52,12 @@ class _StorageType:
 def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
     """storage: a 1-D numpy array; offset and stride in elements -> a C-contiguous copy."""
     size, stride = tuple(size), tuple(stride)
+    if not all(isinstance(n, int) and n >= 0 for n in (offset, *size, *stride)):
+        raise UnsafeCheckpointError(f'tensor of size {size}, stride {stride}, offset {offset}: not counts')
+    numel = math.prod(size)
+    if numel > len(storage) and numel * storage.itemsize > MAX_EXPANDED_BYTES:  # a stride-0 bomb or a lie
+        raise UnsafeCheckpointError(f'tensor of size {size} ({numel} elements) on a storage of {len(storage)}: '
+                                    f'refusing to expand it beyond {MAX_EXPANDED_BYTES >> 20} MiB')
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
     if offset < 0 or any(s < 0 for s in stride) or len(size) != len(stride) or last >= len(storage):
         raise UnsafeCheckpointError(f'tensor of size {size}, stride {stride}, offset {offset} reaches outside its '
@@ -60,7 +73,7 @@ def _rebuild_parameter(tensor, requires_grad=False, hooks=None):
     return tensor
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD can be checked
     ALLOWED = {('collections', 'OrderedDict'): collections.OrderedDict,
                ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
                ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
@@ -79,14 +92,39 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(f'{self.path}: refusing to load the global {module}.{name}: only tensors and '
                                     f'plain containers are allowed in a checkpoint')
 
+    def load_build(self):
+        """BUILD sets state on the object below it: only on dicts (torch's state_dict `_metadata`)."""
+        if not isinstance(self.stack[-2], dict):
+            raise UnsafeCheckpointError(f'{self.path}: refusing to set attributes on a {type(self.stack[-2]).__name__}')
+        super().load_build()
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
+
     def persistent_load(self, pid):
         kind, storage_type, key, _location, numel = pid
-        if kind != 'storage' or not isinstance(storage_type, _StorageType):
+        if kind != 'storage' or not isinstance(storage_type, _StorageType) or not isinstance(numel, int):
             raise UnsafeCheckpointError(f'{self.path}: unexpected persistent id {pid!r}')
         if key not in self.storages:
-            raw = self.archive.read(f'{self.prefix}data/{key}')
+            info = _stored_member(self.archive, f'{self.prefix}data/{key}', self.path)
+            if info.file_size != numel * storage_type.dtype.itemsize:
+                raise UnsafeCheckpointError(f'{self.path}: storage {key} declares {numel} elements '
+                                            f'({numel * storage_type.dtype.itemsize} bytes), its member holds '
+                                            f'{info.file_size}')
+            raw = self.archive.read(info)
             self.storages[key] = np.frombuffer(raw, dtype=storage_type.dtype.newbyteorder('<'), count=numel)
         return self.storages[key]
+
+
+def _stored_member(archive: zipfile.ZipFile, name: str, path: str) -> zipfile.ZipInfo:
+    """The member's ZipInfo, refused unless stored uncompressed (its size is then real bytes)."""
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise ValueError(f'{path}: member {name} is missing: a damaged torch checkpoint') from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise UnsafeCheckpointError(f'{path}: member {name} is compressed ({info.file_size} bytes declared): torch '
+                                    f'stores members uncompressed; refusing to inflate it')
+    return info
 
 
 def load_pth(path: str):
@@ -94,15 +132,23 @@ def load_pth(path: str):
     if not zipfile.is_zipfile(path):
         raise ValueError(f'{path} is not a zip-format torch checkpoint (written by torch < 1.6?): '
                          f're-save it with torch.save(torch.load(path), path)')
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith('/data.pkl') or n == 'data.pkl']
-        if not pickles:
-            raise ValueError(f'{path}: no data.pkl inside: not a torch checkpoint')
-        prefix = pickles[0][:-len('data.pkl')]  # 'archive/' (or '' for a file at the zip root)
-        if f'{prefix}byteorder' in names and archive.read(f'{prefix}byteorder') != b'little':
-            raise ValueError(f'{path}: big-endian checkpoints are not supported')
-        return _RestrictedUnpickler(archive.read(pickles[0]), archive, prefix, path).load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pickles = [n for n in names if n.endswith('/data.pkl') or n == 'data.pkl']
+            if not pickles:
+                raise ValueError(f'{path}: no data.pkl inside: not a torch checkpoint')
+            prefix = pickles[0][:-len('data.pkl')]  # 'archive/' (or '' for a file at the zip root)
+            if f'{prefix}byteorder' in names and archive.read(_stored_member(archive, f'{prefix}byteorder', path)) \
+                    != b'little':
+                raise ValueError(f'{path}: big-endian checkpoints are not supported')
+            data = archive.read(_stored_member(archive, pickles[0], path))
+            return _RestrictedUnpickler(data, archive, prefix, path).load()
+    except (UnsafeCheckpointError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a malformed pickle or zip: one line, never a traceback
+        first = (str(e).strip().splitlines() or [''])[0][:160]
+        raise ValueError(f'{path}: not a readable torch checkpoint ({type(e).__name__}: {first})') from None
 
 
 # ----------------------------------------------------------------------------------------
