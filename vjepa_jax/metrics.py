@@ -13,15 +13,17 @@ import time
 
 class JsonlWriter:
     """Appends one JSON object per call to DIR/metrics.jsonl. A run resumed at start_step
-    first drops the records of steps >= start_step (they are about to be redone)."""
+    first drops the records of steps >= start_step (they are about to be redone), writing the
+    kept rows to a new file that replaces the old one atomically."""
 
     def __init__(self, workdir: str, name: str = 'metrics.jsonl', start_step: int = 0):
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, name)
-        if os.path.exists(self.path):
+        if os.path.exists(self.path):  # rewritten aside, then renamed over: a kill here loses no row
             rows = [r for r in read_jsonl(self.path) if r['step'] < start_step]
-            with open(self.path, 'w') as f:
+            with open(self.path + '.tmp', 'w') as f:
                 f.writelines(json.dumps(r) + '\n' for r in rows)
+            os.replace(self.path + '.tmp', self.path)
         self._file = open(self.path, 'a', buffering=1)
 
     def write(self, step: int, metrics: dict) -> None:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import flags
+from etils import epath
 
 from vjepa_jax import config as config_lib
 from vjepa_jax import torch_io, train_state
@@ -405,7 +406,7 @@ def main(argv):
         if FLAGS.to_torch:
             if not FLAGS.workdir:
                 raise UsageError('--to_torch needs --workdir=DIR (a training workdir, or a probe / AC directory)')
-            if os.path.exists(os.path.join(FLAGS.workdir, 'meta.json')):
+            if epath.Path(FLAGS.workdir, 'meta.json').exists():  # local or gs://
                 torch_io.save_pth(params_to_torch(FLAGS.workdir), FLAGS.output)
             else:
                 config = config_or_fail('--to_torch of a training workdir')
