@@ -167,7 +167,8 @@ def stderr_aside(active: bool = True):
             os.close(saved)
 
 
-def _one_line(e: Exception) -> str:
+def one_line(e: BaseException) -> str:
+    """'Type: first line of the message' (at most 160 characters of it)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return f'{type(e).__name__}: {lines[0][:160] if lines else ""}'
 
@@ -231,7 +232,7 @@ class Checkpointer:
         """None when checkpoint `step` restores and matches its checksums, else what is wrong
         (one line). abstract_state: the layout to restore to (default: as saved, one device)."""
         try:
-            self.restore(step, self.abstract_state(step) if abstract_state is None else abstract_state)
+            self._restore_verified(step, self.abstract_state(step) if abstract_state is None else abstract_state)
             name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
             data_file = epath.Path(self.directory, str(step), DATA, name)
             if data_file.exists():
@@ -239,7 +240,7 @@ class Checkpointer:
         except CheckpointDamaged as e:
             return str(e)
         except Exception as e:  # noqa: BLE001 - any failure to read is damage, said in one line
-            return f'checkpoint {step}: does not restore ({_one_line(e)})'
+            return f'checkpoint {step}: does not restore ({one_line(e)})'
         return None
 
     def latest_verified_step(self) -> int | None:
@@ -255,25 +256,31 @@ class Checkpointer:
         steps = sorted(self.all_steps(), reverse=True)
         for step in steps:
             try:
-                try:
-                    meta = self.restore_meta(step)
-                except Exception as e:  # noqa: BLE001
-                    raise CheckpointDamaged(f'checkpoint {step}: its metadata does not read ({_one_line(e)})')
-                if check_meta is not None:
-                    check_meta(meta, step)
-                try:
-                    state, meta = self.restore(step, abstract_state)
-                    has_data = data_iterator is not None and self.restore_data(step, data_iterator)
-                except CheckpointDamaged:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    raise CheckpointDamaged(f'checkpoint {step}: does not restore ({_one_line(e)})')
-                return step, state, {**meta, 'data_restored': has_data}
+                return (step, *self._restore_verified(step, abstract_state, data_iterator, check_meta))
             except CheckpointDamaged as e:
                 moved = self._move_aside(step)
                 older = [s for s in steps if s < step]
                 log(f'{e}; moved to {moved}; ' + (f'trying checkpoint {older[0]}' if older else 'no older checkpoint'))
         return None, None, None
+
+    def _restore_verified(self, step: int, abstract_state: Any, data_iterator: Any = None,
+                          check_meta: Callable | None = None) -> tuple:
+        """-> (state, meta with 'data_restored'); any failure to read is CheckpointDamaged (one
+        line), a check_meta UsageError passes through."""
+        try:
+            meta = self.restore_meta(step)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointDamaged(f'checkpoint {step}: its metadata does not read ({one_line(e)})') from None
+        if check_meta is not None:
+            check_meta(meta, step)
+        try:
+            state, meta = self.restore(step, abstract_state)
+            has_data = data_iterator is not None and self.restore_data(step, data_iterator)
+        except CheckpointDamaged:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointDamaged(f'checkpoint {step}: does not restore ({one_line(e)})') from None
+        return state, {**meta, 'data_restored': has_data}
 
     def _move_aside(self, step: int) -> str:
         """Move checkpoint `step` to <directory>_damaged/<step> (a later save may reuse the step)."""

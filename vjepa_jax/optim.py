@@ -32,6 +32,8 @@ class Schedules(NamedTuple):
     total_steps: int  # epochs * ipe
 
 
+LR_SCHEDULES = ('warmup_cosine', 'wsd', 'linear_decay')  # optim.lr_schedule
+
 def make_schedules(opt) -> Schedules:
     """opt: the config's `optim` block (ml_collections or attribute namespace)."""
     ipe = opt.ipe
@@ -52,7 +54,7 @@ def make_schedules(opt) -> Schedules:
             progress = jnp.clip((s - (t_max - anneal)) / max(1, anneal), 0.0, 1.0)
             after = opt.lr + progress * (opt.final_lr - opt.lr)
         else:
-            raise ValueError(f"optim.lr_schedule {opt.lr_schedule!r}: use 'warmup_cosine', 'wsd' or 'linear_decay'")
+            raise ValueError(f'optim.lr_schedule {opt.lr_schedule!r}: use one of {LR_SCHEDULES}')
         return jnp.where(s < warmup, warm, after)
 
     def wd(step):

@@ -103,7 +103,7 @@ def finish_quietly(ckpt, writer, plot: bool, log: Callable) -> None:
         try:
             close()
         except Exception as e:  # noqa: BLE001
-            log(f'(while stopping: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:160]})')
+            log(f'(while stopping: {checkpoint.one_line(e)})')
 
 
 # ======================================================================================

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import os
 
-from vjepa_jax.config import UsageError
-
-SCHEDULES = ('warmup_cosine', 'wsd', 'linear_decay')
-
-
-def _get(config, key: str):
-    node = config
-    for part in key.split('.'):
-        node = node[part]
-    return node
+from vjepa_jax.config import UsageError, get_field
 
 
 def one_of(config, key: str, allowed) -> None:
-    value = _get(config, key)
+    value = get_field(config, key)
     if value not in allowed:
         raise UsageError(f'--config.{key}={value!r} is not one of {sorted(allowed)}: pass one of them')
 
 
 def at_least(config, key: str, low: int) -> None:
-    value = _get(config, key)
+    value = get_field(config, key)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
         raise UsageError(f'--config.{key}={value!r}: must be a number >= {low}' + (' (0: off / the default)'
                                                                                   if low == 0 else ''))
@@ -41,6 +32,7 @@ def workdir(path: str) -> None:
 def pretrain_config(config, workdir_path: str) -> None:
     """Every field a pretraining run reads that can be wrong in a way its code would meet late."""
     from vjepa_jax.models.factory import DTYPES
+    from vjepa_jax.optim import LR_SCHEDULES
     from vjepa_jax.models.vit import ATTENTION_IMPLS, REMAT_POLICIES, VIT_VARIANTS
     workdir(workdir_path)
     one_of(config, 'model.variant', VIT_VARIANTS)
@@ -49,7 +41,7 @@ def pretrain_config(config, workdir_path: str) -> None:
     one_of(config, 'model.rope_form', ('tiled', 'interleaved'))
     one_of(config, 'model.remat_policy', REMAT_POLICIES)
     one_of(config, 'model.attention_impl', ATTENTION_IMPLS)
-    one_of(config, 'optim.lr_schedule', SCHEDULES)
+    one_of(config, 'optim.lr_schedule', LR_SCHEDULES)
     for key in ('model.img_size', 'model.num_frames', 'model.patch_size', 'model.tubelet_size', 'model.in_chans',
                 'model.pred_depth', 'model.pred_embed_dim', 'data.global_batch_size', 'data.frame_step',
                 'train.log_every', 'checkpoint.every_steps', 'optim.ipe', 'optim.epochs'):
