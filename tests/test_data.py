@@ -342,3 +342,24 @@ def test_records_damaged_on_disk_after_the_build_are_skipped_and_counted(built, 
     batches = [next(it) for _ in range(4)]
     assert sum(int(b['skipped']) for b in batches) > 0
     assert all(np.isfinite(b['clips']).all() for b in batches)
+
+
+@pytest.mark.parametrize('damage', ['deleted', 'overwritten', 'emptied'])
+def test_a_shard_that_does_not_read_stops_in_one_line_naming_it(built, tmp_path, damage):
+    """A whole shard unreadable (deleted, random bytes, emptied): no record of it is skipped quietly;
+    the pipeline stops with DataError naming the file (config.run prints it as one `error:` line)."""
+    import glob
+    import shutil
+    data_dir = str(tmp_path / 'tfds')
+    shutil.copytree(built[0], data_dir)
+    src = pipeline.TfdsSource('video_csv', data_dir)  # opened while the shard is intact
+    shard = glob.glob(f'{data_dir}/video_csv/*/video_csv-train.array_record*')[0]
+    size = os.path.getsize(shard)
+    os.remove(shard)
+    if damage != 'deleted':
+        open(shard, 'wb').write(os.urandom(size) if damage == 'overwritten' else b'')
+    with pytest.raises(pipeline.DataError) as e:
+        next(iter(make([src])))
+    message = str(e.value)
+    assert message.startswith(f'dataset shard {shard} does not read (') and '\n' not in message, message
+    assert 'rebuild the dataset' in message and pipeline.DataError.one_line

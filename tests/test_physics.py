@@ -171,6 +171,25 @@ def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
     assert summary['teleport']['accuracy'] == 100.0 * result['correct'] + 50.0 * result['tie']
 
 
+def test_token_reductions_equal_a_hand_computation(micro_jepa):
+    """A step's surprise from its per-token errors: the mean (Garrido et al.), or the mean of the
+    top_k largest; the model's per-step surprise is that reduction of its per-token surprise."""
+    from vjepa_jax.evals import intuitive_physics as ip
+    errors = np.array([[[0.1, 0.9, 0.3, 0.5], [0.2, 0.2, 0.8, 0.0]]])  # (windows 1, steps 2, tokens 4)
+    np.testing.assert_allclose(ip.reduce_tokens(errors), [[0.45, 0.3]])
+    np.testing.assert_allclose(ip.reduce_tokens(errors, 'top_k', 1), [[0.9, 0.8]])
+    np.testing.assert_allclose(ip.reduce_tokens(errors, 'top_k', 2), [[0.7, 0.5]])
+    np.testing.assert_allclose(ip.reduce_tokens(errors, 'top_k', 4), ip.reduce_tokens(errors))
+    with pytest.raises(ValueError, match='1 <= top_k <= 4'):
+        ip.reduce_tokens(errors, 'top_k', 5)
+    frames = np.random.default_rng(0).normal(size=(10, 64, 64, 3)).astype(np.float32)
+    cfg = ip.SurpriseConfig(window=8, context=4, stride=2, size=64, tokens='top_k', top_k=3)
+    model = ip.SurpriseModel(*micro_jepa, cfg)
+    per_token = model.token_windows(frames)
+    assert per_token.shape[:2] == (2, 2)
+    np.testing.assert_allclose(model.windows(frames), np.sort(per_token, -1)[..., -3:].mean(-1), rtol=1e-6)
+
+
 def test_groups_are_judged_by_summed_surprise():
     """IntPhys scoring: a quadruplet is right when its impossible videos together are more
     surprising than its possible ones, even if one of its pairs alone is wrong; a tie (both

@@ -1,4 +1,4 @@
-"""Real processes: SIGTERM saves and exits, SIGKILL resumes exactly, two JAX processes
+"""Real processes: SIGTERM (twice) saves and exits, SIGKILL resumes exactly, two JAX processes
 train together (CPU collectives) and agree with one process on the same global batch."""
 import os
 import signal
@@ -63,10 +63,13 @@ def test_sigterm_saves_and_sigkill_resumes_exactly(tmp_path, tiny_reference):
     proc = main_process(run, *args)
     wait_for_step(proc, run, 5)
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # a scheduler's second notice, while the last save lands
     out = proc.communicate(timeout=TIMEOUT)[0]
     assert proc.returncode == 0 and 'SIGTERM: saved checkpoint' in out, out[-3000:]
-    saved = checkpoint.Checkpointer(str(run / 'checkpoints')).latest_step()
-    assert 5 < saved < steps and max(losses(run)) == saved - 1
+    ckpt = checkpoint.Checkpointer(str(run / 'checkpoints'))
+    saved = ckpt.latest_step()
+    assert 5 < saved < steps and max(losses(run)) == saved - 1 and ckpt.verify(saved) is None
     # 2: resume, then SIGKILL (no chance to save) a few steps later
     proc = main_process(run, *args)
     wait_for_step(proc, run, saved + 6)

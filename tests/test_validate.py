@@ -1,4 +1,4 @@
-"""Bad input to pretraining ends in one line naming the field and the fix, with nothing written."""
+"""Bad input to any command (pretraining, the AC trainer, planning, probes, builds) ends in one line naming the field and the fix, with nothing written."""
 import os
 import subprocess
 import sys
@@ -10,22 +10,41 @@ from vjepa_jax.config import UsageError, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BAD = [('model.dtype', 'float64', r'--config.model.dtype=.float64. is not one of \['),
-       ('model.variant', 'gigantic', r'--config.model.variant=.gigantic. is not one of \['),
-       ('model.pos_embed', 'learned', r"is not one of \['rope', 'sincos'\]"),
-       ('model.attention_impl', 'fast', 'is not one of'),
-       ('train.log_every', 0, r'--config.train.log_every=0: must be a number >= 1'),
-       ('train.num_steps', -5, r'--config.train.num_steps=-5: must be a number >= 0'),
-       ('data.global_batch_size', 0, 'must be a number >= 1'),
-       ('checkpoint.every_steps', -1, 'must be a number >= 1'),
-       ('model.img_size', 70, 'img_size=70 is not a multiple of model.patch_size=8')]
+PRETRAIN, WORLD_MODEL, PROBES = 'pretrain/tiny.py', 'world_model/two_rooms.py:test', 'eval/tiny.py'
+BAD = [(PRETRAIN, 'model.dtype', 'float64', r'--config.model.dtype=.float64. is not one of \['),
+       (PRETRAIN, 'model.variant', 'gigantic', r'--config.model.variant=.gigantic. is not one of \['),
+       (PRETRAIN, 'model.pos_embed', 'learned', r"is not one of \['rope', 'sincos'\]"),
+       (PRETRAIN, 'model.attention_impl', 'fast', 'is not one of'),
+       (PRETRAIN, 'train.log_every', 0, r'--config.train.log_every=0: must be a number >= 1'),
+       (PRETRAIN, 'train.num_steps', -5, r'--config.train.num_steps=-5: must be a number >= 0'),
+       (PRETRAIN, 'data.global_batch_size', 0, 'must be a number >= 1'),
+       (PRETRAIN, 'checkpoint.every_steps', -1, 'must be a number >= 1'),
+       (PRETRAIN, 'model.img_size', 70, 'img_size=70 is not a multiple of model.patch_size=8'),
+       (WORLD_MODEL, 'predictor.dtype', 'float64', r"--config.predictor.dtype='float64' is not one of \["),
+       (WORLD_MODEL, 'predictor.attention_impl', 'fast', 'is not one of'),
+       (WORLD_MODEL, 'data.num_frames', 1, r'--config.data.num_frames=1: must be a number >= 2'),
+       (WORLD_MODEL, 'loss.auto_steps', 0, 'must be a number >= 1'),
+       (WORLD_MODEL, 'predictor.num_heads', 5, 'embed_dim=64 is not a multiple of predictor.num_heads=5'),
+       (WORLD_MODEL, 'plan.energy', 'l2', r"is not one of \['l1', 'l1_pyramid'\]"),
+       (WORLD_MODEL, 'plan.cem.elites', 500, 'plan.cem.elites=500 is more than plan.cem.samples=16'),
+       (PROBES, 'probe.style', 'vjepa3', r"--config.probe.style='vjepa3' is not one of \['vjepa1', 'vjepa2'\]"),
+       (PROBES, 'encoder.which', 'teacher', 'is not one of'),
+       (PROBES, 'optim.epochs', 0, 'must be a number >= 1'),
+       (PROBES, 'optim.lr', (), 'give at least one value each')]
 
 
-@pytest.mark.parametrize('key,value,message', BAD, ids=[b[0] for b in BAD])
-def test_bad_config_values_stop_before_the_workdir_exists(tmp_path, key, value, message):
-    config = load_config(os.path.join(ROOT, 'configs', 'pretrain', 'tiny.py'), {key: value})
+def runner(config_file):
+    """The entry function a config is given to: pretraining, the AC trainer, the probes."""
+    from vjepa_jax.evals import probe_eval
+    from vjepa_jax.world_model import trainer
+    return {PRETRAIN: train.train, WORLD_MODEL: trainer.train, PROBES: probe_eval.run}[config_file]
+
+
+@pytest.mark.parametrize('config_file,key,value,message', BAD, ids=[f'{b[0].split("/")[0]}-{b[1]}' for b in BAD])
+def test_bad_config_values_stop_before_the_workdir_exists(tmp_path, config_file, key, value, message):
+    config = load_config(os.path.join(ROOT, 'configs', config_file), {key: value})
     with pytest.raises(UsageError, match=message) as e:
-        train.train(config, str(tmp_path / 'run'))
+        runner(config_file)(config, str(tmp_path / 'run'))
     assert '\n' not in str(e.value)
     assert not (tmp_path / 'run').exists()
 
@@ -48,3 +67,36 @@ def test_command_line_bad_inputs_are_one_line_with_exit_status_1(tmp_path):
         assert run.returncode == 1 and lines[-1].startswith(start), (args, run.stderr[-1500:])
         assert 'Traceback' not in run.stderr, run.stderr[-1500:]
     assert not any((tmp_path / w).exists() for w in ('w1', 'w2', 'w3'))
+
+
+
+def test_a_build_whose_every_file_is_bad_names_them_in_one_line(tmp_path):
+    """Every listed file unusable: one line with the count and the first reason, the list in a log."""
+    (tmp_path / 'text.mp4').write_text('not a video\n' * 200)
+    (tmp_path / 'list.csv').write_text(f'{tmp_path}/text.mp4 0\n{tmp_path}/missing.mp4 1\n')
+    run = subprocess.run([sys.executable, '-m', 'vjepa_jax.data.build', '--builder=video_csv',
+                          f'--csv={tmp_path}/list.csv', f'--data_dir={tmp_path}/tfds'],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    errors = [ln for ln in run.stderr.splitlines() if ln.startswith('error:')]
+    assert run.returncode == 1 and len(errors) == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+    log = f'{tmp_path}/tfds/video_csv_build_log.txt'
+    assert errors[0].startswith(f'error: video_csv: no usable file in a split; 2 skipped (the first: {tmp_path}/text.mp4')
+    assert log in errors[0]
+    assert sorted(ln.split('\t')[1] for ln in open(log).read().splitlines()) == [f'{tmp_path}/missing.mp4',
+                                                                                 f'{tmp_path}/text.mp4']
+
+
+def test_other_commands_bad_inputs_are_one_line_with_exit_status_1(tmp_path):
+    """The world-model commands and the surprise test: one `error:` line, status 1, no workdir."""
+    cases = [(['vjepa_jax.world_model.collect', '--episodes=-3'], 'error: flag --episodes=-3'),
+             (['vjepa_jax.world_model.trainer', '--config.predictor.dtype=float64'],
+              "error: --config.predictor.dtype='float64' is not one of"),
+             (['vjepa_jax.world_model.measure', '--tasks=two_room'], 'error: --tasks: no configs/world_model/two_room.py'),
+             (['vjepa_jax.evals.intuitive_physics', '--config=configs/demo.py', '--random_init',
+               f'--pairs={tmp_path}/missing.csv'], f'error: pairs list {tmp_path}/missing.csv not found')]
+    for n, (args, start) in enumerate(cases):
+        run = subprocess.run([sys.executable, '-m', *args, f'--workdir={tmp_path}/w{n}'], capture_output=True,
+                             text=True, timeout=300, cwd=ROOT)
+        lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip()]
+        assert run.returncode == 1 and lines[-1].startswith(start), (args, run.stderr[-1500:])
+        assert 'Traceback' not in run.stderr and not (tmp_path / f'w{n}').exists(), (args, run.stderr[-1500:])

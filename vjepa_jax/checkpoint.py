@@ -91,6 +91,7 @@ def check_checksums(state: Any, saved: dict, step: int) -> None:
 
 class StorageError(RuntimeError):
     """A checkpoint or metrics write failed for lack of space or permission (one line)."""
+    one_line = True  # config.run prints it as `error: ...`
 
 
 _STORAGE_ERRNOS = {errno.ENOSPC: 'no space left on the device', errno.EDQUOT: 'disk quota exceeded',
@@ -208,9 +209,29 @@ class Checkpointer:
         """Start saving (returns at once when async). data_iterator: anything with
         get_state() -> bytes / set_state(bytes) (data.stream.DataStream) or a grain iterator."""
         meta = {**meta, 'checksums': state_checksums(state)}
+        if force or self.should_save(step):
+            self.check_space(step, state)
         return self.manager.save(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state), DATA: grain.checkpoint.CheckpointSave(data_iterator),
             META: ocp.args.JsonSave(meta)}), force=force)
+
+    def check_space(self, step: int, state: Any) -> None:
+        """OSError(ENOSPC) before writing anything when the checkpoint directory's filesystem has
+        less free space than this process's share of `state` takes uncompressed (local paths),
+        so that a full disk stops the run in one line instead of inside the writer's threads."""
+        if '://' in str(self.directory):
+            return
+        need = sum(shard.data.nbytes for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)
+                   for shard in leaf.addressable_shards if shard.replica_id == 0)
+        self.manager.wait_until_finished()  # the previous save's bytes are on disk (and counted) first
+        path = os.path.abspath(self.directory)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        free = shutil.disk_usage(path).free
+        if free < 1.1 * need + (1 << 20):  # (the written files take a few % more than the arrays)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                          f'checkpoint {step} in {self.directory} (it needs about {need / 2**20:.1f} MiB, '
+                          f'{free / 2**20:.1f} MiB are free)')
 
     def restore(self, step: int, abstract_state: Any) -> tuple:
         """-> (state placed by abstract_state's shardings, meta dict), its checksums verified

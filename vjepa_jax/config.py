@@ -155,8 +155,9 @@ def _unknown_override(argv: list) -> str | None:
 
 def run(main) -> None:
     """absl's app.run(main) for a tool: config paths resolved, one-line errors for bad flags,
-    and UsageError / FileNotFoundError / FileExistsError / WorkdirBusy raised by `main` printed as
-    `error: ...` (exit status 1). --helpconfig prints the config and exits."""
+    and UsageError / FileNotFoundError / FileExistsError / WorkdirBusy, or any exception whose class
+    sets `one_line = True` (data.pipeline.DataError, checkpoint.StorageError), raised by `main`
+    printed as `error: ...` (exit status 1). --helpconfig prints the config and exits."""
     from absl import app, flags, logging
     if 'helpconfig' not in flags.FLAGS:
         flags.DEFINE_bool('helpconfig', False, 'print the config (every field) and exit')
@@ -174,4 +175,8 @@ def run(main) -> None:
             return main(argv)
         except (UsageError, FileNotFoundError, FileExistsError, WorkdirBusy) as e:
             sys.exit(f'error: {e}')
+        except Exception as e:
+            if getattr(e, 'one_line', False):
+                sys.exit(f'error: {e}')
+            raise
     app.run(wrapped, argv=_resolve_config_argv(sys.argv), flags_parser=_parse_flags)

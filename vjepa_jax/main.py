@@ -60,10 +60,9 @@ def main(argv):
         raise config_lib.UsageError('pass --config=configs/pretrain/<name>.py and --workdir=DIR')
     init_distributed()
     from vjepa_jax import train
-    from vjepa_jax.checkpoint import StorageError
     try:
         train.train(_CONFIG.value, FLAGS.workdir)
-    except (FloatingPointError, StorageError) as e:
+    except FloatingPointError as e:
         raise SystemExit(f'error: {e}')
 
 

@@ -93,8 +93,10 @@ def sync_up(local: str, workdir: str) -> None:
 
 class MetricsWriter:
     """JSON lines and (optionally) TensorBoard together, in `self.dir` (the workdir, or a local
-    mirror of a remote one copied up every sync_every_s and at close); a no-op when not active
-    (processes other than 0)."""
+    mirror of a remote one copied up every sync_every_s, at every checkpoint (sync) and at close);
+    a no-op when not active (processes other than 0). The trainers sync at each checkpoint, so
+    after a hard kill the remote metrics reach at least the checkpoint the run resumes from: the
+    rows after it are redone, and no gap is left."""
 
     def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True, active: bool = True,
                  sync_every_s: float = 300.0):
@@ -111,6 +113,11 @@ class MetricsWriter:
         for w in self.writers:
             w.write(step, metrics)
         if self.writers and time.time() - self.synced > self.sync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Copy the local mirror up to a remote workdir now (a no-op for a local one)."""
+        if self.writers:
             sync_up(self.dir, self.workdir)
             self.synced = time.time()
 

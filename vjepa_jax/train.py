@@ -188,6 +188,7 @@ def _train(config, workdir: str, log: Callable) -> dict:
                 if main_process:
                     progress.update(done, out)
             if save:
+                writer.sync()  # a remote workdir's metrics reach this checkpoint (no gap after a hard kill)
                 ckpt.save(done, state, data, {**meta, 'step': done}, force=True)
             if preempted:
                 log(f'SIGTERM: saved checkpoint {done} in {ckpt.directory}; exiting (rerun the same command to resume)')
@@ -204,11 +205,12 @@ def _train(config, workdir: str, log: Callable) -> dict:
             f'could not write {full} at step {done}: stopped; the newest checkpoint that verifies is '
             f'{f"step {last}" if last is not None else "none"} in {ckpt.directory} (free space or fix permissions, '
             f'then rerun to resume)') from None
+    else:
+        if main_process and done > start:
+            metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'))
+        writer.close()
     finally:
-        preemption.restore()
-    if main_process and done > start:
-        metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'))
-    writer.close()
+        preemption.restore()  # only now: a second SIGTERM while the last save lands changes nothing
     if main_process and done > start:
         log(f'ran steps {start}..{done} of {total} in {time.time() - t_start:.1f}s; metrics.jsonl, loss.png and '
             f'tensorboard/ in {workdir}')

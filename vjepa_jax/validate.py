@@ -1,7 +1,9 @@
 """Config and workdir checks that run before anything touches the workdir: each bad value is
 one UsageError line naming the field, what it holds, the allowed values and the fix.
 
-    validate.pretrain_config(config, workdir)   # vjepa_jax.train.train calls it first
+    validate.pretrain_config(config, workdir)      # vjepa_jax.train.train calls it first
+    validate.world_model_config(config, workdir)   # world_model.trainer.train, world_model.measure
+    validate.eval_config(config, workdir)          # evals.probe_eval.run
 """
 from __future__ import annotations
 
@@ -56,3 +58,61 @@ def pretrain_config(config, workdir_path: str) -> None:
     if m.num_frames % m.tubelet_size:
         raise UsageError(f'--config.model.num_frames={m.num_frames} is not a multiple of model.tubelet_size='
                          f'{m.tubelet_size}: pass a num_frames divisible by it')
+
+
+def world_model_config(config, workdir_path: str) -> None:
+    """The AC predictor's training (world_model/trainer.py) and, when the config plans, the planner's fields."""
+    from vjepa_jax.models.factory import DTYPES
+    from vjepa_jax.models.vit import ATTENTION_IMPLS, REMAT_POLICIES
+    from vjepa_jax.optim import LR_SCHEDULES
+    workdir(workdir_path)
+    one_of(config, 'predictor.dtype', DTYPES)
+    one_of(config, 'predictor.remat_policy', REMAT_POLICIES)
+    one_of(config, 'predictor.attention_impl', ATTENTION_IMPLS)
+    one_of(config, 'predictor.rope_form', ('tiled', 'interleaved'))
+    one_of(config, 'optim.lr_schedule', LR_SCHEDULES)
+    for key in ('predictor.embed_dim', 'predictor.depth', 'predictor.num_heads', 'predictor.action_dim',
+                'loss.auto_steps', 'data.frame_step', 'data.global_batch_size', 'train.log_every',
+                'checkpoint.every_steps', 'optim.ipe', 'optim.epochs'):
+        at_least(config, key, 1)
+    for key in ('train.num_steps', 'checkpoint.keep_last', 'data.val_episodes', 'data.num_workers'):
+        at_least(config, key, 0)
+    at_least(config, 'data.num_frames', 2)
+    if config.predictor.embed_dim % config.predictor.num_heads:
+        raise UsageError(f'--config.predictor.embed_dim={config.predictor.embed_dim} is not a multiple of '
+                         f'predictor.num_heads={config.predictor.num_heads}: pass a multiple of it')
+    if 'plan' in config:
+        plan_config(config)
+
+
+def plan_config(config) -> None:
+    """The planner's fields (world_model/measure.py, mpc.py)."""
+    one_of(config, 'plan.energy', ('l1', 'l1_pyramid'))
+    one_of(config, 'plan.energy_steps', ('final', 'all'))
+    for key in ('plan.horizon', 'plan.model_steps', 'plan.cem.samples', 'plan.cem.elites', 'plan.cem.iterations',
+                'plan.gradient.restarts', 'plan.gradient.steps'):
+        at_least(config, key, 1)
+    at_least(config, 'plan.goals', 0)
+    cem = config.plan.cem
+    if cem.elites > cem.samples:
+        raise UsageError(f'--config.plan.cem.elites={cem.elites} is more than plan.cem.samples={cem.samples}: '
+                         f'pass at most that many elites')
+
+
+def eval_config(config, workdir_path: str) -> None:
+    """Frozen-feature classification (evals/probe_eval.py)."""
+    from vjepa_jax.models.probe import STYLES
+    from vjepa_jax.models.vit import ATTENTION_IMPLS
+    workdir(workdir_path)
+    one_of(config, 'encoder.which', ('target_encoder', 'encoder'))
+    one_of(config, 'probe.style', STYLES)
+    one_of(config, 'probe.attention_impl', ATTENTION_IMPLS)
+    for key in ('probe.depth', 'probe.num_heads', 'data.num_classes', 'data.frames_per_clip', 'data.frame_step',
+                'data.num_segments', 'data.num_views', 'data.resolution', 'optim.epochs', 'optim.batch_size',
+                'log_every'):
+        at_least(config, key, 1)
+    at_least(config, 'data.num_workers', 0)
+    o = config.optim
+    if not o.lr or not o.weight_decay:
+        raise UsageError(f'--config.optim.lr={tuple(o.lr)} / optim.weight_decay={tuple(o.weight_decay)}: '
+                         f'give at least one value each (every lr x wd pair trains a probe head)')

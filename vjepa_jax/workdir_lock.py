@@ -25,6 +25,11 @@ class WorkdirBusy(Exception):
     """Another live run holds the workdir."""
 
 
+class WorkdirUnwritable(Exception):
+    """The workdir cannot be created or written (read-only filesystem, permission, full disk)."""
+    one_line = True  # config.run prints it as `error: ...`
+
+
 def _describe(holder: dict) -> str:
     since = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))
     return f'host {holder.get("host", "?")}, pid {holder.get("pid", "?")}, since {since}'
@@ -32,14 +37,19 @@ def _describe(holder: dict) -> str:
 
 @contextlib.contextmanager
 def hold(workdir: str, log: Callable = print):
-    """Hold WORKDIR/run.lock for the block; WorkdirBusy when a live run holds it."""
+    """Hold WORKDIR/run.lock for the block; WorkdirBusy when a live run holds it,
+    WorkdirUnwritable when the lock file cannot be created."""
     if '://' in workdir:
         yield
         return
     import fcntl
-    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise WorkdirUnwritable(f'workdir {workdir} cannot be written ({e.strerror}: {e.filename}): pass a --workdir '
+                                f'on a writable filesystem') from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

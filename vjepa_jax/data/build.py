@@ -14,6 +14,8 @@ tfds.data_source('video_csv', data_dir=DIR, split='train') after `import vjepa_j
 """
 from __future__ import annotations
 
+import os
+
 import tensorflow_datasets as tfds
 from absl import flags
 
@@ -42,7 +44,19 @@ def build(builder: str, data_dir: str, csv: str = '', val_csv: str = '', manual_
     if config:
         kwargs['config'] = config
     b = BUILDERS[name](**kwargs)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    try:
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+    except AssertionError as e:  # TFDS: 'No examples were yielded.' (every file of a split skipped)
+        if 'No examples' not in str(e):
+            raise
+        skipped = getattr(b, 'skipped', [])
+        log = os.path.join(data_dir, f'{name}_build_log.txt')
+        os.makedirs(data_dir, exist_ok=True)
+        with open(log, 'w') as f:
+            f.writelines('\t'.join(row) + '\n' for row in skipped)
+        first = f' (the first: {skipped[0][1]}: {skipped[0][2]})' if skipped else ''
+        raise config_lib.UsageError(f'{builder}: no usable file in a split; {len(skipped)} skipped{first}, all listed '
+                                    f'in {log}: fix or replace them, or point --csv / --manual_dir elsewhere') from None
     return b
 
 

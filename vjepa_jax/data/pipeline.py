@@ -7,9 +7,11 @@
 Deterministic given (seed, step); `iterator.get_state()` / `set_state()` resume exactly.
 
 A record that fails to decode at read time, or whose stored bytes no longer read (a chunk
-damaged on disk after the build), is replaced by another random record of the same dataset;
-the replacement count travels with the batch (`skipped`, summed in the metrics), and only
-`max_retries` failures in a row stop the run, naming the records and files.
+damaged on disk after the build) while the rest of its shard reads, is replaced by another
+random record of the same dataset; the replacement count travels with the batch (`skipped`,
+summed in the metrics), and only `max_retries` failures in a row stop the run. A shard that
+does not read at all (missing, emptied, its index damaged) stops the run at once: DataError,
+one line naming the file.
 Image records (an 'image' field) are repeated into a clip of frames_per_clip frames.
 """
 from __future__ import annotations
@@ -38,6 +40,20 @@ class ClipConfig:
     decoded_cache_mb: int = 0  # > 0: keep each video's decoded frames up to this many MB (small datasets)
 
 
+class DataError(RuntimeError):
+    """The data cannot be read on (a shard unreadable, too many bad records in a row): one line
+    naming the file or records and the fix."""
+    one_line = True  # config.run prints it as `error: ...`
+
+
+class RecordUnreadable(Exception):
+    """One record's stored bytes do not read (storage damage) while the rest of its shard does."""
+
+
+def first_line(e: Exception) -> str:
+    return f'{type(e).__name__}: ' + (str(e).strip().splitlines() or [''])[0][:200]
+
+
 _OPEN_LOCK = threading.Lock()  # one thread imports tfds and opens (concurrent lazy imports can deadlock)
 
 
@@ -48,6 +64,7 @@ class TfdsSource:
         self.name, self.data_dir, self.split = name, data_dir, split
         self._source = None
         self._len = len(self._open())
+        self._readable_shards = set()  # shards seen to read (a failing record in them is skipped)
 
     def _open(self):
         if self._source is not None:
@@ -74,6 +91,36 @@ class TfdsSource:
 
     def __getitem__(self, i):
         return self._open()[int(i)]
+
+    def shard_of(self, i: int) -> tuple:
+        """(file, first record, end record) of the shard holding record i."""
+        start = 0
+        for part in self._open().dataset_info.splits[self.split].file_instructions:
+            if i < start + part.take:
+                return part.filename, start, start + part.take
+            start += part.take
+        raise IndexError(f'record {i} of {self.name} ({self.split}): only {start} records')
+
+    def read(self, i: int) -> dict:
+        """self[i]; raises RecordUnreadable when the record's bytes fail but its shard's first or
+        last record reads, DataError (naming the file) when the shard does not read at all."""
+        try:
+            return self[i]
+        except Exception as e:  # noqa: BLE001 - any reader failure is storage damage here
+            reason = first_line(e)
+        file, lo, hi = self.shard_of(int(i))
+        if file not in self._readable_shards:
+            for j in {lo, hi - 1} - {int(i)}:
+                try:
+                    self[j]
+                    self._readable_shards.add(file)
+                    break
+                except Exception:  # noqa: BLE001
+                    pass
+        if file not in self._readable_shards:
+            raise DataError(f'dataset shard {file} does not read ({reason}): restore the file or rebuild the '
+                            f'dataset (python -m vjepa_jax.data.build)')
+        raise RecordUnreadable(f'record {i} of {self.name} unreadable ({reason})')
 
     def __getstate__(self):
         return {**self.__dict__, '_source': None}
@@ -132,10 +179,9 @@ class LoadClip(grain.transforms.RandomMap):
         source, errors = self.sources[ds_id], []
         for _ in range(self.cfg.max_retries):
             try:
-                record = source[index]
-            except Exception as e:  # noqa: BLE001 - storage damage (a chunk's hash mismatch): skipped, counted
-                first = (str(e).strip().splitlines() or [''])[0][:200]
-                errors.append(f'record {index} of {source.name} unreadable ({type(e).__name__}: {first})')
+                record = source.read(index)
+            except RecordUnreadable as e:  # storage damage in one record (a chunk's hash): skipped, counted
+                errors.append(str(e))
                 index = int(rng.integers(len(source)))
                 continue
             try:
@@ -145,8 +191,8 @@ class LoadClip(grain.transforms.RandomMap):
             except decode.DecodeError as e:
                 errors.append(str(e))
                 index = int(rng.integers(len(source)))
-        raise RuntimeError(f'{self.cfg.max_retries} unreadable records in a row in {source.name}: '
-                           f'{errors[:3]}: rebuild the dataset (python -m vjepa_jax.data.build)')
+        raise DataError(f'{self.cfg.max_retries} unreadable records in a row in {source.name} (the last: '
+                        f'{errors[-1]}): rebuild the dataset (python -m vjepa_jax.data.build)')
 
 
 class AddMasks:

@@ -324,7 +324,8 @@ class TrajectorySource(pipeline.TfdsSource):
 
 
 class LoadWindow(grain.transforms.RandomMap):
-    """record index -> one window (random start from the rng); undecodable records replaced and counted."""
+    """record index -> one window (random start from the rng); undecodable or unreadable records replaced
+    and counted (a shard that does not read: pipeline.DataError)."""
 
     def __init__(self, source: TrajectorySource, eligible: np.ndarray, lengths: list, num_frames: int,
                  frame_step: int, rule: str, image_size: tuple | None, max_retries: int):
@@ -335,7 +336,12 @@ class LoadWindow(grain.transforms.RandomMap):
     def random_map(self, index, rng: np.random.Generator):
         errors, span = [], (self.num_frames - 1) * self.frame_step + 1
         for _ in range(self.max_retries):
-            record = self.source[index]
+            try:
+                record = self.source.read(index)
+            except pipeline.RecordUnreadable as e:  # storage damage in one record: skipped, counted
+                errors.append(str(e))
+                index = int(self.eligible[rng.integers(len(self.eligible))])
+                continue
             n = int(record['num_frames'])
             if n != self.lengths[index]:
                 raise RuntimeError(f'{self.source.name}: record {index} has {n} frames, the metadata says '
@@ -348,8 +354,8 @@ class LoadWindow(grain.transforms.RandomMap):
             except decode.DecodeError as e:
                 errors.append(str(e))
                 index = int(self.eligible[rng.integers(len(self.eligible))])
-        raise RuntimeError(f'{self.max_retries} undecodable episodes in a row in {self.source.name}: {errors[:3]}: '
-                           'rebuild the dataset (python -m vjepa_jax.data.build)')
+        raise pipeline.DataError(f'{self.max_retries} unreadable episodes in a row in {self.source.name} (the last: '
+                                 f'{errors[-1]}): rebuild the dataset (python -m vjepa_jax.data.build)')
 
 
 def _sum_skipped(batch):

@@ -49,6 +49,8 @@ class SurpriseConfig:
     size: int = 224          # frames: short side to size, centre crop
     mask_index: int = 0      # the predictor's learned mask token to use
     reduce: str = 'max'      # a video's score: 'max' | 'mean' surprise over windows
+    tokens: str = 'mean'     # a target step's surprise: 'mean' over its tokens | 'top_k' largest (reduce_tokens)
+    top_k: int = 0           # tokens: 'top_k': how many of a step's token errors to average
     batch_windows: int = 8   # windows per jitted call (padded: one compile per model)
 
 
@@ -113,15 +115,27 @@ def context_target_indices(grid, context_steps: int) -> tuple:
 
 
 def window_surprise(encoder, predictor, target_encoder, clips, ctx, tgt, mask_index: int, grid) -> jax.Array:
-    """clips (B, W, H, W, 3) -> surprise per target time step (B, T' - context steps):
-    mean |predictor(encoder(context)) - layer_norm(target_encoder(clip))| over its tokens."""
+    """clips (B, W, H, W, 3) -> per-token surprise (B, T' - context steps, tokens per step):
+    mean over channels of |predictor(encoder(context)) - layer_norm(target_encoder(clip))|."""
     b = clips.shape[0]
     ctx_b, tgt_b = jnp.broadcast_to(ctx, (b, ctx.shape[0])), jnp.broadcast_to(tgt, (b, tgt.shape[0]))
     tokens, token_grid = encoder.embed(clips)
     z = predictor(encoder.encode(jepa.gather_tokens(tokens, ctx_b), ctx_b, token_grid), ctx_b, tgt_b, mask_index)
     h = jepa.gather_tokens(jepa.target_features(target_encoder, clips), tgt_b)
     error = jnp.abs(z.astype(jnp.float32) - h).mean(-1)  # (B, Kt)
-    return error.reshape(b, -1, int(np.prod(grid[1:]))).mean(-1)
+    return error.reshape(b, -1, int(np.prod(grid[1:])))
+
+
+def reduce_tokens(errors: np.ndarray, tokens: str = 'mean', top_k: int = 0) -> np.ndarray:
+    """Per-token surprise (..., tokens per step) -> one surprise per target step (...):
+    'mean' over the step's tokens (Garrido et al. 2025), or 'top_k': the mean of its top_k largest
+    token errors (a small object's event changes few tokens; the mean dilutes it by the rest)."""
+    if tokens == 'mean':
+        return errors.mean(-1)
+    if tokens != 'top_k' or not 0 < top_k <= errors.shape[-1]:
+        raise ValueError(f"surprise tokens={tokens!r}, top_k={top_k}: use 'mean', or 'top_k' with 1 <= top_k <= "
+                         f"{errors.shape[-1]} (the tokens per time step)")
+    return np.sort(errors, axis=-1)[..., -top_k:].mean(-1)
 
 
 class SurpriseModel:
@@ -145,8 +159,8 @@ class SurpriseModel:
         self._surprise = surprise
         self.target_steps = grid[0] - cfg.context // tubelet
 
-    def windows(self, frames: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) -> per-step surprise (num windows, target steps)."""
+    def token_windows(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) -> per-token surprise (num windows, target steps, tokens per step)."""
         starts, n = window_starts(len(frames), self.cfg), self.cfg.batch_windows
         out = []
         for i in range(0, len(starts), n):
@@ -155,6 +169,10 @@ class SurpriseModel:
             clips = np.stack([frames[s:s + self.cfg.window] for s in idx])
             out.append(np.asarray(self._surprise(self.states, jnp.asarray(clips)))[:len(chunk)])
         return np.concatenate(out)
+
+    def windows(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) -> per-step surprise (num windows, target steps) (cfg.tokens, cfg.top_k)."""
+        return reduce_tokens(self.token_windows(frames), self.cfg.tokens, self.cfg.top_k)
 
     def video(self, frames: np.ndarray) -> dict:
         """-> {'frames': first target frame of each window (in the video's own frame numbers),
@@ -267,8 +285,9 @@ def table(summary: dict) -> str:
 
 def run(model: SurpriseModel, pairs_path: str, workdir: str, name: str = 'model', log=print) -> dict:
     """Evaluate every pair; write results.json (per pair), summary.json and surprise.png in workdir."""
+    pairs = read_pairs(pairs_path)  # a bad list stops before the workdir is made
     os.makedirs(workdir, exist_ok=True)
-    results = evaluate_pairs(model, read_pairs(pairs_path), log)
+    results = evaluate_pairs(model, pairs, log)
     summary = summarise(results)
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
         json.dump(results, f)

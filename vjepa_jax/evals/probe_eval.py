@@ -167,7 +167,8 @@ def plot_curves(rows: list, points: list, path: str) -> str:
 def run(config, workdir: str, log=print, frozen: features.FrozenEncoder | None = None) -> dict:
     """Train the grid of probes on the frozen encoder's features and evaluate; -> results dict.
     frozen: an encoder to use instead of config.encoder's (several runs then share its compile)."""
-    from vjepa_jax import pretrained
+    from vjepa_jax import pretrained, validate
+    validate.eval_config(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     frozen = frozen or load_frozen_encoder(config)[0]
     train_source, val_source = sources(config)

@@ -86,7 +86,7 @@ def main(argv):
 if __name__ == '__main__':
     config_lib.define_workdir_flag(help_string='episodes go to WORKDIR/episodes')
     flags.DEFINE_enum('env', 'two_rooms', list(ENVS), 'the environment')
-    flags.DEFINE_integer('episodes', 200, 'how many episodes')
-    flags.DEFINE_integer('steps', 32, 'actions per episode')
-    flags.DEFINE_integer('seed', 0, 'episode i resets with seed + i')
+    flags.DEFINE_integer('episodes', 200, 'how many episodes', lower_bound=1)
+    flags.DEFINE_integer('steps', 32, 'actions per episode', lower_bound=1)
+    flags.DEFINE_integer('seed', 0, 'episode i resets with seed + i', lower_bound=0)
     config_lib.run(main)

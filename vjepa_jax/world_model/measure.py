@@ -27,6 +27,7 @@ import time
 import jax
 
 from vjepa_jax import config as config_lib
+from vjepa_jax import validate
 from vjepa_jax.world_model import collect, mpc, planners, trainer
 
 CONDITIONS = ('cem', 'gradient', 'cem_untrained', 'gradient_untrained', 'random', 'oracle')
@@ -97,6 +98,7 @@ def measure_task(task: str, workdir: str, goals: int = 0, conditions=CONDITIONS,
     c = config_lib.load_config(f'configs/world_model/{task}.py' + (f':{config_arg}' if config_arg else ''))
     goals = goals or c.plan.goals
     out_dir = os.path.join(workdir, task)
+    validate.world_model_config(c, out_dir)
     encoder, predictor, untrained = prepare_task(c, out_dir, log)
     results, episodes = {}, {}
     for name in conditions:
@@ -144,6 +146,14 @@ def main(argv):
     f = flags.FLAGS
     if not f.workdir:
         raise config_lib.UsageError('pass --workdir=DIR')
+    unknown = [t for t in f.tasks if not os.path.exists(config_lib.repo_path(f'configs/world_model/{t}.py'))]
+    if unknown:
+        raise config_lib.UsageError(f'--tasks: no configs/world_model/{unknown[0]}.py: pass tasks that have a config '
+                                    f'there (two_rooms, push, pusht)')
+    bad = [n for n in f.conditions if n not in CONDITIONS]
+    if bad:
+        raise config_lib.UsageError(f'--conditions: {bad[0]!r} is not one of {list(CONDITIONS)}')
+    validate.workdir(f.workdir)
     os.makedirs(f.workdir, exist_ok=True)
     path = os.path.join(f.workdir, 'results.json')
     results = json.load(open(path)) if os.path.exists(path) else {}

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vjepa_jax import checkpoint, metrics, optim, sharding, workdir_lock
+from vjepa_jax import checkpoint, metrics, optim, sharding, validate, workdir_lock
 from vjepa_jax.config import UsageError
 from vjepa_jax.models.ac_predictor import ACPredictor
 from vjepa_jax.world_model import objective
@@ -260,7 +260,9 @@ def _state_layout(trainer: ACTrainer, params: dict, mesh) -> tuple:
 
 def train(config, workdir: str, log: Callable = print, prepared: tuple | None = None) -> tuple:
     """Train in workdir, resuming from its newest checkpoint that verifies -> (predictor module,
-    final metrics). The workdir is locked for the run (workdir_lock)."""
+    final metrics). The workdir is locked for the run (workdir_lock); the config is checked first
+    (validate: a bad value is one UsageError line)."""
+    validate.world_model_config(config, workdir)
     if jax.process_index() != 0:
         return _train(config, workdir, log, prepared)
     with workdir_lock.hold(workdir, log):
@@ -342,6 +344,7 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
                     if jax.process_index() == 0:
                         progress.update(done, out)
                 if save:
+                    writer.sync()  # a remote workdir's metrics reach this checkpoint
                     ckpt.save(done, state, data, {**meta, 'step': done}, force=True)
     finally:
         ckpt.close()
