@@ -49,6 +49,8 @@ def get_config(arg=None):
         facts=('num_objects', 'gravity', 'speed', 'collision'),  # probed latent facts (physics.FACTS)
         probe_epochs=8, probe_batch_size=16, probe_lr=(3e-3,), probe_weight_decay=(0.01,),
         voe_stride=1, voe_reduce='max', voe_mask_generator='future',  # the surprise test's mask token
+        voe_context=0,  # context frames per surprise window (0: half the clip, as the future mask)
+        voe_tokens='mean', voe_top_k=0,  # a step's surprise: mean over its tokens | mean of the top_k
     ))
     if arg == 'test':  # the end-to-end test: seconds, not minutes
         c.optim.update(ipe=3, epochs=2)

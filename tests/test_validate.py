@@ -1,4 +1,5 @@
-"""Bad input to any command (pretraining, the AC trainer, planning, probes, builds) ends in one line naming the field and the fix, with nothing written."""
+"""Bad input to any command (pretraining, the AC trainer, planning, probes, builds) ends in one
+line naming the field and the fix, with nothing written."""
 import os
 import subprocess
 import sys

@@ -140,8 +140,9 @@ def run_physics(config, workdir: str, networks: dict, pairs: str, log=print) -> 
     from vjepa_jax import masks
     from vjepa_jax.evals import intuitive_physics as ip
     m, d = config.model, config.demo
-    cfg = ip.SurpriseConfig(window=m.num_frames, context=m.num_frames // 2, stride=d.voe_stride,
+    cfg = ip.SurpriseConfig(window=m.num_frames, context=d.voe_context or m.num_frames // 2, stride=d.voe_stride,
                             frame_step=config.data.frame_step, size=m.img_size, reduce=d.voe_reduce,
+                            tokens=d.voe_tokens, top_k=d.voe_top_k,
                             mask_index=masks.generator_names(config.mask).index(d.voe_mask_generator))
     # all windows of a world video in one call, none padded (9, not 16 with 7 padded); the frame
     # count after frame_step as ip.load_frames takes it

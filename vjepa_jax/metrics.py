@@ -210,11 +210,14 @@ def main(argv):
     workdir = flags.FLAGS.workdir
     if not workdir:
         raise UsageError('pass --workdir=DIR (a training workdir) [--keys=loss,loss_mask0]')
-    path = os.path.join(workdir, 'metrics.jsonl')
+    local = local_mirror(workdir)  # a gs:// workdir's metrics.jsonl is read through its local copy
+    path = os.path.join(local, 'metrics.jsonl')
     if not os.path.exists(path):
-        raise FileNotFoundError(f'{path} not found: --workdir is where a run wrote metrics.jsonl')
+        raise FileNotFoundError(f'{workdir}/metrics.jsonl not found: --workdir is where a run wrote metrics.jsonl')
     keys = tuple(k.strip() for k in flags.FLAGS.keys.split(',') if k.strip()) or ('loss',)
-    print(plot_loss_curve(path, os.path.join(workdir, 'loss.png'), keys))
+    png = plot_loss_curve(path, os.path.join(local, 'loss.png'), keys)
+    sync_up(local, workdir)
+    print(png if local == workdir else f'{workdir}/loss.png')
 
 
 if __name__ == '__main__':
