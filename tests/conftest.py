@@ -3,6 +3,10 @@ and the session-wide tiny reference run several test files compare against."""
 import os
 import sys
 
+# as the entry points (vjepa_jax/main.py, demo.py): one OpenBLAS thread, set before numpy loads it,
+# so that LAPACK calls (eigvalsh in the effective rank) round the same in-process and in the
+# command-line runs the tests compare against
+os.environ['OPENBLAS_NUM_THREADS'] = '1'
 os.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -120,5 +120,11 @@ def test_demo_from_another_directory_repeats_the_summary(demo_run, tmp_path):
 
     def figures(path):
         summary = json.load(open(os.path.join(path, 'summary.json')))
-        return {k: v for k, v in summary.items() if k != 'seconds'}
-    assert figures(tmp_path / 'demo') == figures(workdir)
+        return {k: v for k, v in summary.items() if k not in ('seconds', 'effective_rank')}, summary['effective_rank']
+    (again, again_rank), (first, first_rank) = figures(tmp_path / 'demo'), figures(workdir)
+    assert again == first  # the probes and every physics figure, exactly
+    # the rank is a float32 covariance reduced over every cached token and an eigvalsh: another
+    # process may round it differently in the last digits (seen: 47.69168 against 47.69161)
+    assert again_rank.keys() == first_rank.keys()
+    for name in first_rank:
+        assert again_rank[name] == pytest.approx(first_rank[name], rel=1e-5), name
