@@ -81,13 +81,25 @@ def world_model_config(config, workdir_path: str) -> None:
     if config.predictor.embed_dim % config.predictor.num_heads:
         raise UsageError(f'--config.predictor.embed_dim={config.predictor.embed_dim} is not a multiple of '
                          f'predictor.num_heads={config.predictor.num_heads}: pass a multiple of it')
+    if config.loss.get('readout_weight', 0.0) < 0:
+        raise UsageError(f'--config.loss.readout_weight={config.loss.readout_weight} is negative: pass 0 (V-JEPA '
+                         f'2-AC) or a positive weight')
+    if wants_readout(config) and not config.data.cache_tokens:
+        raise UsageError('the action read-out (loss.readout_weight > 0 or plan.energy=readout) is fitted on cached '
+                         'tokens: pass --config.data.cache_tokens=true or drop it')
     if 'plan' in config:
         plan_config(config)
 
 
+def wants_readout(config) -> bool:
+    """Whether the AC trainer fits the action read-out (world_model/readout.py)."""
+    return config.loss.get('readout_weight', 0.0) > 0 or ('plan' in config and config.plan.energy == 'readout')
+
+
 def plan_config(config) -> None:
     """The planner's fields (world_model/measure.py, mpc.py)."""
-    one_of(config, 'plan.energy', ('l1', 'l1_pyramid'))
+    from vjepa_jax.world_model.objective import ENERGIES
+    one_of(config, 'plan.energy', ENERGIES)
     one_of(config, 'plan.energy_steps', ('final', 'all'))
     for key in ('plan.horizon', 'plan.model_steps', 'plan.cem.samples', 'plan.cem.elites', 'plan.cem.iterations',
                 'plan.gradient.restarts', 'plan.gradient.steps'):

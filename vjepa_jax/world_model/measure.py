@@ -43,7 +43,8 @@ def plan_config(c, planner: str = 'cem', **cem) -> mpc.PlanConfig:
 
 
 def prepare_task(c, workdir: str, log=print) -> tuple:
-    """Episodes, dataset, encoder, predictor (each stage skipped when done) -> (encoder, predictor, untrained)."""
+    """Episodes, dataset, encoder, predictor (each stage skipped when done) -> (encoder, predictor,
+    untrained, readout (the action read-out, world_model/readout.py, or None))."""
     from vjepa_jax import checkpoint, train
     from vjepa_jax.data import build as build_lib
     t0 = time.time()
@@ -72,11 +73,12 @@ def prepare_task(c, workdir: str, log=print) -> tuple:
     t0 = time.time()
     predictor, final = trainer.train(c, os.path.join(workdir, 'ac'), log, prepared=prepared)
     log(f'[{c.env.name}] AC predictor trained ({time.time() - t0:.0f}s): {final}')
-    return prepared[0], predictor, untrained
+    return prepared[0], predictor, untrained, trainer.load_readout(os.path.join(workdir, 'ac'))
 
 
-def run_condition(c, name: str, encoder, predictor, untrained, goals: int, record: int = 0, **cem) -> dict:
-    """One condition on the task's held-out goals."""
+def run_condition(c, name: str, encoder, predictor, untrained, goals: int, record: int = 0, readout=None,
+                  **cem) -> dict:
+    """One condition on the task's held-out goals (readout: for plan.energy='readout')."""
     envs = [collect.make_env(c.env.name) for _ in range(goals)]
     planner = name.split('_')[0]
     cfg = plan_config(c, planner if planner in ('cem', 'gradient') else 'cem', **cem)
@@ -87,7 +89,8 @@ def run_condition(c, name: str, encoder, predictor, untrained, goals: int, recor
     elif name == 'oracle':
         policy = mpc.oracle_policy(envs, cfg, low, high)
     else:
-        policy = mpc.latent_policy(encoder, untrained if name.endswith('untrained') else predictor, cfg, low, high)
+        policy = mpc.latent_policy(encoder, untrained if name.endswith('untrained') else predictor, cfg, low, high,
+                                   readout)
         goal_fn = lambda g: mpc.goal_tokens(encoder, g)  # noqa: E731
     seeds = [c.plan.goal_seed + i for i in range(goals)]
     return mpc.run_episodes(envs, seeds, policy, cfg, jax.random.key(c.seed), goal_fn=goal_fn, record=record)
@@ -99,14 +102,14 @@ def measure_task(task: str, workdir: str, goals: int = 0, conditions=CONDITIONS,
     goals = goals or c.plan.goals
     out_dir = os.path.join(workdir, task)
     validate.world_model_config(c, out_dir)
-    encoder, predictor, untrained = prepare_task(c, out_dir, log)
+    encoder, predictor, untrained, readout = prepare_task(c, out_dir, log)
     results, episodes = {}, {}
     for name in conditions:
         if name == 'oracle' and not mpc.can_simulate(collect.make_env(c.env.name)):
             log(f'[{task}] oracle: left out ({c.env.name} has no batched simulator and does not deep-copy)')
             continue
         t0 = time.time()
-        r = run_condition(c, name, encoder, predictor, untrained, goals, record=1)
+        r = run_condition(c, name, encoder, predictor, untrained, goals, record=1, readout=readout)
         episodes[name] = r
         results[name] = {k: r[k] for k in ('success', 'final_distance', 'seconds_per_action')}
         results[name].update(goals=goals, wall_s=round(time.time() - t0, 1))
@@ -116,12 +119,12 @@ def measure_task(task: str, workdir: str, goals: int = 0, conditions=CONDITIONS,
     if 'cem' in episodes:
         plots.strip(episodes['cem'], os.path.join(out_dir, 'strip.png'), f'{task}: CEM, trained predictor')
         cfg = plan_config(c)
-        plots.energy_landscape(c, encoder, predictor, cfg, os.path.join(out_dir, 'energy.png'))
+        plots.energy_landscape(c, encoder, predictor, cfg, os.path.join(out_dir, 'energy.png'), readout=readout)
     if budget_sweep and 'cem' in conditions:
         sweep = {}
         for samples, iterations in c.plan.budgets:
             r = run_condition(c, 'cem', encoder, predictor, untrained, min(goals, c.plan.budget_goals),
-                              samples=samples, iterations=iterations)
+                              readout=readout, samples=samples, iterations=iterations)
             sweep[f'{samples}x{iterations}'] = {k: r[k] for k in ('success', 'final_distance', 'seconds_per_action')}
             log(f'[{task}] budget {samples} samples x {iterations} iterations: {r["success"]:.0f}%')
         if goals <= c.plan.budget_goals:  # the main run is the sweep's largest budget

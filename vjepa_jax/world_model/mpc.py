@@ -37,7 +37,7 @@ class PlanConfig:
     horizon: int = 2                     # model steps per plan
     frame_step: int = 5                  # env steps per model step
     model_steps: int = 20                # the episode's budget, in model steps
-    energy: str = 'l1'                   # objective.energy kind
+    energy: str = 'l1'                   # objective.energy kind ('readout': latent_policy's readout)
     energy_steps: str = 'final'          # 'final': the last imagined frame (V-JEPA 2-AC) | 'all': mean over the horizon
     warm_start: bool = False             # CEM starts from the previous plan shifted by one step
     proprio_dims: int = 2                # the state's first dims fed to the predictor
@@ -50,12 +50,19 @@ def model_bounds(env, frame_step: int) -> tuple:
     return env.action_space.low * frame_step, env.action_space.high * frame_step
 
 
-def latent_policy(encoder, predictor, cfg: PlanConfig, low, high) -> Callable:
-    """-> policy(frames (E, H, W, 3) uint8, states (E, S), goal_tokens (E, P, D), key) -> (E, horizon, A)."""
+def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) -> Callable:
+    """-> policy(frames (E, H, W, 3) uint8, states (E, S), goal_tokens (E, P, D), key) -> (E, horizon, A).
+    readout (P * D, A): the action read-out that cfg.energy='readout' measures in (world_model/readout.py)."""
     enc_def, enc_state = nnx.split(encoder)
     pred_def, pred_state = nnx.split(predictor)
     grid = encoder.grid[-2:]
     a_dim = len(np.atleast_1d(low))
+    readout = None if readout is None else jnp.asarray(readout)
+    if cfg.energy == 'readout' and readout is None:
+        raise ValueError("plan energy 'readout' needs the AC run's read-out (trainer.load_readout(ac_workdir))")
+
+    def energy(z, z_goal):
+        return objective.energy(z, z_goal, cfg.energy, grid, readout)
 
     @jax.jit
     def plan(enc_state, pred_state, frames, states, goal_tokens, keys, inits):
@@ -68,8 +75,8 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high) -> Callable:
                 proprio = state[None, None, :] + jnp.cumsum(actions, axis=1) - actions  # state when acting
                 z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio)
                 if cfg.energy_steps == 'final':
-                    return objective.energy(z[:, -1], z_goal, cfg.energy, grid)
-                per_step = jax.vmap(lambda zk: objective.energy(zk, z_goal, cfg.energy, grid), in_axes=1)(z)
+                    return energy(z[:, -1], z_goal)
+                per_step = jax.vmap(lambda zk: energy(zk, z_goal), in_axes=1)(z)
                 return per_step.mean(0)
             if cfg.planner == 'cem':
                 best, _ = planners.cem(energy_fn, key, dataclasses.replace(cfg.cem, horizon=cfg.horizon,
@@ -100,9 +107,14 @@ def _warm(cfg: PlanConfig, low, plan: Callable) -> Callable:
     return policy
 
 
+@nnx.jit
+def _encode_images(encoder, images):
+    return objective.encode_frames(encoder, images[:, None])[:, 0]
+
+
 def goal_tokens(encoder, goal_images: np.ndarray) -> jax.Array:
-    """(E, H, W, 3) uint8 goal images -> (E, P, D) layer-normed tokens."""
-    return nnx.jit(lambda enc, x: objective.encode_frames(enc, x[:, None])[:, 0])(encoder, jnp.asarray(goal_images))
+    """(E, H, W, 3) uint8 goal images -> (E, P, D) layer-normed tokens (compiled once per shape)."""
+    return _encode_images(encoder, jnp.asarray(goal_images))
 
 
 def random_policy(cfg: PlanConfig, low, high) -> Callable:

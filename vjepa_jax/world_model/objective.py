@@ -12,7 +12,9 @@ Frames are encoded one at a time, each repeated to fill one tubelet, and the tok
 layer-normed (no affine), as the original does. Teacher forcing predicts every next frame from
 the true tokens of the frames before it; the rollout starts from the first frame and feeds back
 its own layer-normed predictions for `auto_steps` steps (the states stay the recorded ones).
-The loss is the sum of the two means of |z_pred - z_true|^loss_exp / loss_exp.
+The loss is the sum of the two means of |z_pred - z_true|^loss_exp / loss_exp; with a read-out
+W (world_model/readout.py) and readout_weight > 0 it adds readout_weight x the mean |(z_pred -
+z_true) W| over both (the error along the directions a read-out energy plans on; 0 is V-JEPA 2-AC).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from vjepa_jax.data.transforms import MEAN, STD  # the pipeline's ImageNet normalisation (0-255 scale)
 from vjepa_jax.jepa import layer_norm
+from vjepa_jax.world_model import readout as readout_lib
 
 
 def encode_frames(encoder, frames: jax.Array, tubelet_size: int = 2) -> jax.Array:
@@ -57,9 +60,10 @@ def _l1(pred: jax.Array, target: jax.Array, loss_exp: float) -> jax.Array:
 
 
 def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, auto_steps: int = 2,
-              loss_exp: float = 1.0) -> dict:
+              loss_exp: float = 1.0, readout: jax.Array | None = None, readout_weight: float = 0.0) -> dict:
     """z (B, T, P, D) true tokens, actions (B, T-1, A), states (B, T, A) -> scalar losses
-    {'teacher_forcing', 'rollout', 'loss' (their sum)}. auto_steps in [1, T-1]."""
+    {'teacher_forcing', 'rollout', 'loss' (their sum)} and, with readout (P * D, A) and
+    readout_weight > 0, 'readout' (added to 'loss' times readout_weight). auto_steps in [1, T-1]."""
     steps = z.shape[1] - 1
     if not 1 <= auto_steps <= steps:
         raise ValueError(f'auto_steps={auto_steps}: must lie in [1, {steps}] for windows of {steps + 1} frames')
@@ -70,7 +74,12 @@ def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, au
         z_ar = rollout(predictor, z[:, 0], actions[:, :auto_steps], states[:, :auto_steps])
     teacher_forcing = _l1(z_tf, z[:, 1:], loss_exp)
     rollout_loss = _l1(z_ar, z[:, 1:auto_steps + 1], loss_exp)
-    return {'teacher_forcing': teacher_forcing, 'rollout': rollout_loss, 'loss': teacher_forcing + rollout_loss}
+    out = {'teacher_forcing': teacher_forcing, 'rollout': rollout_loss, 'loss': teacher_forcing + rollout_loss}
+    if readout is not None and readout_weight > 0:
+        along = lambda pred, true: jnp.mean(jnp.abs(readout_lib.project(pred - true, readout)))  # noqa: E731
+        out['readout'] = along(z_tf, z[:, 1:]) + along(z_ar, z[:, 1:auto_steps + 1])
+        out['loss'] = out['loss'] + readout_weight * out['readout']
+    return out
 
 
 def _halve(x: jax.Array, axis: int) -> jax.Array:
@@ -86,17 +95,28 @@ def _halve(x: jax.Array, axis: int) -> jax.Array:
     return x / counts.reshape(-1, *([1] * (x.ndim - axis - 1)))
 
 
-def energy(z_pred: jax.Array, z_goal: jax.Array, kind: str = 'l1', grid: tuple = ()) -> jax.Array:
+ENERGIES = ('l1', 'l1_pyramid', 'readout')
+
+
+def energy(z_pred: jax.Array, z_goal: jax.Array, kind: str = 'l1', grid: tuple = (),
+           readout: jax.Array | None = None) -> jax.Array:
     """Distance between predicted final tokens z_pred (S, P, D) and the goal's z_goal (P, D) or
     (S, P, D) -> (S,). kind:
       'l1'          mean |z_pred - z_goal| (V-JEPA 2-AC's energy);
+      'readout'     the Euclidean distance between the two frames' read-outs (readout (P * D, A),
+                    world_model/readout.py: where the agent is, fitted to the episodes' actions);
       'l1_pyramid'  the mean of 'l1' over the token grid (h, w) = grid average-pooled by 1, 2, 4, ...
                     (to the whole frame): differences at nearby tokens cancel at coarse scales, so
                     the energy keeps falling as a small object nears its goal tokens."""
     if kind == 'l1':
         return jnp.mean(jnp.abs(z_pred - z_goal), axis=(-2, -1))
+    if kind == 'readout':
+        if readout is None:
+            raise ValueError("energy 'readout' needs the read-out matrix (world_model/readout.py: the AC "
+                             "workdir's readout.npy, written when loss.readout_weight > 0 or plan.energy='readout')")
+        return readout_lib.distance(z_pred, z_goal, readout)
     if kind != 'l1_pyramid':
-        raise ValueError(f"energy kind {kind!r}: choose 'l1' or 'l1_pyramid'")
+        raise ValueError(f'energy kind {kind!r}: choose one of {list(ENERGIES)}')
     h, w = grid
     diff = jnp.broadcast_to(z_pred - z_goal, z_pred.shape)
     diff = diff.reshape(*diff.shape[:-2], h, w, diff.shape[-1])

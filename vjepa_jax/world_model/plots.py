@@ -38,7 +38,7 @@ def strip(result: dict, path: str, title: str, max_frames: int = 12) -> str:
     return path
 
 
-def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0, n: int = 21) -> str:
+def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0, n: int = 21, readout=None) -> str:
     """For the first held-out task: the world model's energy of one model step over a grid of the
     action's two dimensions, beside the true distance after executing it, with the CEM choice."""
     from vjepa_jax.world_model import collect, mpc, objective
@@ -57,13 +57,13 @@ def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0,
     def energies(actions):
         z = objective.rollout(predictor, jnp.broadcast_to(z_now, (len(actions), *z_now.shape)), actions,
                               jnp.broadcast_to(state, (len(actions), 1, state.shape[0])))
-        return objective.energy(z[:, -1], z_goal, cfg.energy, encoder.grid[-2:])
+        return objective.energy(z[:, -1], z_goal, cfg.energy, encoder.grid[-2:], readout)
     latent = np.asarray(energies(jnp.asarray(grid))).reshape(n, n)
     try:
         true = mpc.true_distances(env, grid, dataclasses.replace(cfg, energy_steps='final'))
     except TypeError:  # no batched simulator, and it does not deep-copy (pymunk: PushT)
         true = np.full(len(grid), np.nan)
-    one = mpc.latent_policy(encoder, predictor, dataclasses.replace(cfg, horizon=1), low, high)
+    one = mpc.latent_policy(encoder, predictor, dataclasses.replace(cfg, horizon=1), low, high, readout)
     chosen = np.asarray(one(jnp.asarray(obs[None]), jnp.asarray(info['state'][None], jnp.float32), z_goal[None],
                             jax.random.key(0)))[0, 0]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))

@@ -5,7 +5,8 @@
 The encoder (config.encoder): a pretraining workdir (`workdir`, its EMA target encoder, the model
 read from the checkpoint's own config), or a random init of `encoder.model` when no workdir is
 given. The predictor: models/ac_predictor.py on the encoder's token grid; objective.py's losses
-(teacher forcing + `loss.auto_steps`-step rollout L1).
+(teacher forcing + `loss.auto_steps`-step rollout L1; with `loss.readout_weight` > 0, plus the error
+along the action read-out, world_model/readout.py, fitted first and kept in WORKDIR/readout.npy).
 
 Data (config.data): episodes of frames (L, H, W, 3), actions (L-1, A), states (L, S), from a
 built `trajectories` TFDS dataset (data.tfds, data.data_dir) or a folder of .npz episodes
@@ -155,11 +156,13 @@ class ACTrainer:
     batch: int
     num_frames: int
     frame_step: int
+    readout: Any = dataclasses.field(default=None, compare=False)  # (P * D, A) for loss.readout_weight
+    readout_weight: float = 0.0
 
     def losses(self, params, windows):
         predictor = nnx.merge(self.predictor_def, params)
         return objective.ac_losses(predictor, windows['tokens'], windows['actions'], windows['states'],
-                                   self.auto_steps, self.loss_exp)
+                                   self.auto_steps, self.loss_exp, self.readout, self.readout_weight)
 
     def update(self, state, windows):
         """One optimiser step on windows {'tokens' (B, T, P, D), 'actions', 'states'} -> (state, metrics)."""
@@ -193,13 +196,44 @@ class ACTrainer:
         return self.update(state, {'tokens': tokens, 'actions': batch['actions'], 'states': batch['states']})
 
 
-def make_trainer(config, encoder, predictor) -> ACTrainer:
+def make_trainer(config, encoder, predictor, readout: np.ndarray | None = None) -> ACTrainer:
     schedules = optim.make_schedules(config.optim)
     return ACTrainer(encoder_def=nnx.graphdef(encoder), predictor_def=nnx.graphdef(predictor),
                      optimizer=optim.make_optimizer(config.optim, schedules), schedules=schedules,
                      auto_steps=config.loss.auto_steps, loss_exp=config.loss.loss_exp,
                      batch=config.data.global_batch_size, num_frames=config.data.num_frames,
-                     frame_step=config.data.frame_step)
+                     frame_step=config.data.frame_step,
+                     readout=None if readout is None else jnp.asarray(readout),
+                     readout_weight=float(config.loss.get('readout_weight', 0.0)))
+
+
+READOUT_FILE = 'readout.npy'
+
+
+def fit_readout(config, workdir: str, train_arrays: dict, log: Callable = print) -> np.ndarray:
+    """The action read-out (world_model/readout.py) of the training episodes' cached tokens, written
+    to WORKDIR/readout.npy once (a resumed run reads it back) -> W (P * D, A) float32."""
+    from vjepa_jax.world_model import readout as readout_lib
+    path = os.path.join(workdir, READOUT_FILE)
+    if os.path.exists(path):
+        return np.load(path)
+    t0 = time.time()
+    w = readout_lib.fit(train_arrays['tokens'], train_arrays['action_sums'], config.readout.gaps,
+                        config.readout.ridge)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(path + '.tmp', 'wb') as f:
+            np.save(f, w)
+        os.replace(path + '.tmp', path)
+    log(f'action read-out {w.shape} fitted on {train_arrays["tokens"].shape[0]} episodes in {time.time() - t0:.1f}s '
+        f'({path})')
+    return w
+
+
+def load_readout(workdir: str) -> np.ndarray | None:
+    """WORKDIR/readout.npy of an AC workdir, or None when that run fitted none."""
+    path = os.path.join(workdir, READOUT_FILE)
+    return np.load(path) if os.path.exists(path) else None
 
 
 class StepPosition:
@@ -276,7 +310,8 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
         sharding.check_batch(config.data.global_batch_size, mesh)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    trainer = make_trainer(config, encoder, predictor)
+    readout = fit_readout(config, workdir, train_arrays, log) if validate.wants_readout(config) else None
+    trainer = make_trainer(config, encoder, predictor, readout)
     total = config.train.num_steps or trainer.schedules.total_steps
     params = nnx.to_pure_dict(nnx.state(predictor))
     init, abstract = _state_layout(trainer, params, mesh)
