@@ -158,6 +158,8 @@ def main(argv):
         raise config_lib.UsageError(f'--conditions: {bad[0]!r} is not one of {list(CONDITIONS)}')
     validate.workdir(f.workdir)
     os.makedirs(f.workdir, exist_ok=True)
+    # the conditions that differ only in parameters (trained / untrained) compile the same programs
+    jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(f.workdir), 'jax_cache'))
     path = os.path.join(f.workdir, 'results.json')
     results = json.load(open(path)) if os.path.exists(path) else {}
     t0 = time.time()
