@@ -214,10 +214,10 @@ def fit_readout(config, workdir: str, train_arrays: dict, log: Callable = print)
     """The action read-out (world_model/readout.py) of the training episodes' cached tokens, written
     to WORKDIR/readout.npy once (a resumed run reads it back) -> W (P * D, A) float32."""
     from vjepa_jax.world_model import readout as readout_lib
-    path = os.path.join(workdir, READOUT_FILE)
-    if os.path.exists(path):
-        return np.load(path)
-    t0 = time.time()
+    saved = load_readout(workdir)
+    if saved is not None:
+        return saved
+    path, t0 = os.path.join(workdir, READOUT_FILE), time.time()
     w = readout_lib.fit(train_arrays['tokens'], train_arrays['action_sums'], config.readout.gaps,
                         config.readout.ridge)
     if jax.process_index() == 0:
