@@ -89,7 +89,7 @@ def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0,
 def budget(sweep: dict, path: str, task: str) -> str:
     """Success (%) and planning time against CEM's samples x iterations."""
     plt = _plt()
-    names = list(sweep)
+    names = sorted(sweep, key=lambda k: [int(n) for n in k.split('x')])  # keys 'SAMPLESxITERATIONS', smallest first
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(range(len(names)), [sweep[k]['success'] for k in names], 'o-')
     for i, k in enumerate(names):
