@@ -265,8 +265,8 @@ def simulated_world_model(env: str, arg=None) -> ml_collections.ConfigDict:
         horizon=3, model_steps=20, energy='l1_pyramid', energy_steps='all', warm_start=True,
         # CEM 32 x 4, 4 gradient restarts: on the tuning goals a wider search plans no better on the
         # learnt model (two_rooms CEM 8 / 16 / 32 / 64 / 128 samples x 4 iterations: 58 / 75 / 75 / 67 /
-        # 67 %: it finds more of the moves the predictor gets wrong; push's oracle 100 % at 32, 92 % at
-        # 128; 4 gradient restarts as good as 8 on both) at a third of the time
+        # 67 %; plausibly it finds more of the moves the predictor gets wrong; push's oracle 100 % at
+        # 32, 92 % at 128; 4 gradient restarts as good as 8 on both) at a third of the time
         cem=ml_collections.ConfigDict(dict(samples=32, elites=4, iterations=4, momentum_mean=0.15,
                                            momentum_std=0.15, init_std=1.0)),
         gradient=ml_collections.ConfigDict(dict(restarts=4, steps=20, learning_rate=0.1)),
