@@ -170,6 +170,26 @@ def test_rollout_feeds_back_its_own_layer_normed_predictions():
     assert float(out2['teacher_forcing']) != float(out['teacher_forcing'])
 
 
+def test_integrated_rollout_states_are_the_planners_states():
+    # the state when each action is taken: the first state plus the actions before it
+    state0, acts = np.array([[1.0, -2.0]]), np.array([[[0.5, 0.0], [0.25, 1.0], [-1.0, 3.0]]])
+    np.testing.assert_allclose(np.asarray(objective.integrate_states(state0, acts)),
+                               [[[1.0, -2.0], [1.5, -2.0], [1.75, -1.0]]])
+    predictor = tiny_predictor()
+    z, actions, states = windows(4, seed=3)
+    integrated = objective.integrate_states(states[:, 0], actions)
+    # recorded states that ARE the integrated ones: the two choices give the same losses ...
+    walk = jnp.concatenate([integrated, integrated[:, -1:] + actions[:, -1:]], axis=1)
+    same = [objective.ac_losses(predictor, z, actions, walk, 3, rollout_states=r) for r in ('recorded', 'integrated')]
+    assert float(same[0]['rollout']) == float(same[1]['rollout'])
+    # ... and where a wall stopped the agent (recorded != integrated) only the rollout term differs
+    out = {r: objective.ac_losses(predictor, z, actions, states, 3, rollout_states=r) for r in ('recorded', 'integrated')}
+    assert float(out['recorded']['teacher_forcing']) == float(out['integrated']['teacher_forcing'])
+    assert abs(float(out['recorded']['rollout']) - float(out['integrated']['rollout'])) > 1e-6
+    with pytest.raises(ValueError, match='rollout_states'):
+        objective.ac_losses(predictor, z, actions, states, 2, rollout_states='true')
+
+
 def test_auto_steps_outside_the_window_is_an_error():
     z, actions, states = windows(3)
     for bad in (0, 3):
@@ -462,3 +482,33 @@ def test_streamed_windows_train_with_the_encoder_in_the_step_and_resume(tmp_path
     # a rerun of the finished run trains nothing and reports its last logged metrics
     assert run(tmp_path / 'split', 4) == {k: v for k, v in rows[-1].items() if k != 'step'}
     assert len(read_jsonl(os.path.join(tmp_path / 'split', 'metrics.jsonl'))) == 4
+
+
+@pytest.mark.slow
+def test_several_steps_per_call_train_as_one_per_call_and_resume(tmp_path):
+    """train.steps_per_call=3 (lax.scan) logs and saves at the same steps as one step per call,
+    reaches the same parameters, and a run resumed from a checkpoint ends where it did."""
+    import shutil
+    from vjepa_jax.world_model import collect, trainer
+    episodes = collect.collect('two_rooms', str(tmp_path / 'data'), episodes=6, steps=20, log=lambda *a, **k: None)
+
+    def run(workdir, per_call):
+        cfg = load_config('configs/world_model/two_rooms.py:test', {
+            'data.episodes': episodes, 'train.num_steps': 8, 'optim.ipe': 4, 'train.log_every': 4,
+            'checkpoint.every_steps': 4, 'checkpoint.keep_last': 0, 'train.steps_per_call': per_call,
+            'data.global_batch_size': 8})  # the tests' 8 CPU devices split the batch
+        predictor, _ = trainer.train(cfg, str(workdir), log=lambda *a, **k: None)
+        return (jax.tree.leaves(nnx.to_pure_dict(nnx.state(predictor))),
+                read_jsonl(os.path.join(workdir, 'metrics.jsonl')))
+    one, one_rows = run(tmp_path / 'one', 1)
+    three, three_rows = run(tmp_path / 'three', 3)
+    # logged after steps 0 and 4 (log_every) and 3 and 7 (checkpoints): calls of 1, 3, 1, 3 steps
+    assert [r['step'] for r in three_rows] == [r['step'] for r in one_rows] == [0, 3, 4, 7]
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert checkpoint_steps(tmp_path / 'three') == [4, 8]
+    shutil.rmtree(tmp_path / 'three' / 'checkpoints' / '8')  # as if killed before the last save
+    again, again_rows = run(tmp_path / 'three', 3)
+    assert again_rows == three_rows
+    for a, b in zip(again, three, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -65,14 +65,17 @@ def world_model_config(config, workdir_path: str) -> None:
     from vjepa_jax.models.factory import DTYPES
     from vjepa_jax.models.vit import ATTENTION_IMPLS, REMAT_POLICIES
     from vjepa_jax.optim import LR_SCHEDULES
+    from vjepa_jax.world_model.objective import ROLLOUT_STATES
     workdir(workdir_path)
     one_of(config, 'predictor.dtype', DTYPES)
     one_of(config, 'predictor.remat_policy', REMAT_POLICIES)
     one_of(config, 'predictor.attention_impl', ATTENTION_IMPLS)
     one_of(config, 'predictor.rope_form', ('tiled', 'interleaved'))
     one_of(config, 'optim.lr_schedule', LR_SCHEDULES)
+    one_of(config, 'loss.rollout_states', ROLLOUT_STATES)
     for key in ('predictor.embed_dim', 'predictor.depth', 'predictor.num_heads', 'predictor.action_dim',
                 'loss.auto_steps', 'data.frame_step', 'data.global_batch_size', 'train.log_every',
+                'train.steps_per_call',
                 'checkpoint.every_steps', 'optim.ipe', 'optim.epochs'):
         at_least(config, key, 1)
     for key in ('train.num_steps', 'checkpoint.keep_last', 'data.val_episodes', 'data.num_workers'):

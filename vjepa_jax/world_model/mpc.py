@@ -70,7 +70,7 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
         def one(z0, state, z_goal, key, init):
             def energy_fn(actions):  # (S, H, A) -> (S,)
                 s = actions.shape[0]
-                proprio = state[None, None, :] + jnp.cumsum(actions, axis=1) - actions  # state when acting
+                proprio = objective.integrate_states(jnp.broadcast_to(state, (s, state.shape[-1])), actions)
                 z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio)
                 if cfg.energy_steps == 'final':
                     return energy(z[:, -1], z_goal)

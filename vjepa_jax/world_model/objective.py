@@ -11,7 +11,9 @@ Layout: a window of T frames gives tokens z (B, T, P, D) (P tokens per frame), a
 Frames are encoded one at a time, each repeated to fill one tubelet, and the tokens are
 layer-normed (no affine), as the original does. Teacher forcing predicts every next frame from
 the true tokens of the frames before it; the rollout starts from the first frame and feeds back
-its own layer-normed predictions for `auto_steps` steps (the states stay the recorded ones).
+its own layer-normed predictions for `auto_steps` steps, fed either the recorded states or the
+states integrated from the actions (`rollout_states='integrated'`: the planner's rule, which walls
+and contacts do not stop; on DROID, where the action is the state difference, the two agree).
 The loss is the sum of the two means of |z_pred - z_true|^loss_exp / loss_exp; with a read-out
 W (world_model/readout.py) and readout_weight > 0 it adds readout_weight x the mean |(z_pred -
 z_true) W| over both (the error along the directions a read-out energy plans on; 0 is V-JEPA 2-AC).
@@ -55,23 +57,43 @@ def rollout(predictor, z0: jax.Array, actions: jax.Array, states: jax.Array) -> 
     return z[:, 1:]
 
 
+ROLLOUT_STATES = ('recorded', 'integrated')
+
+
+def integrate_states(state0: jax.Array, actions: jax.Array) -> jax.Array:
+    """state0 (B, A), actions (B, H, A) -> (B, H, A): the state when each action is taken, as the
+    planner imagines it (state0 plus the actions before it; nothing in the world stops them)."""
+    return state0[:, None, :] + jnp.cumsum(actions, axis=1) - actions
+
+
 def _l1(pred: jax.Array, target: jax.Array, loss_exp: float) -> jax.Array:
     return jnp.mean(jnp.abs(pred - target) ** loss_exp) / loss_exp
 
 
 def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, auto_steps: int = 2,
-              loss_exp: float = 1.0, readout: jax.Array | None = None, readout_weight: float = 0.0) -> dict:
+              loss_exp: float = 1.0, readout: jax.Array | None = None, readout_weight: float = 0.0,
+              rollout_states: str = 'recorded') -> dict:
     """z (B, T, P, D) true tokens, actions (B, T-1, A), states (B, T, A) -> scalar losses
     {'teacher_forcing', 'rollout', 'loss' (their sum)} and, with readout (P * D, A) and
-    readout_weight > 0, 'readout' (added to 'loss' times readout_weight). auto_steps in [1, T-1]."""
+    readout_weight > 0, 'readout' (added to 'loss' times readout_weight). auto_steps in [1, T-1].
+    rollout_states: the rollout's states are the 'recorded' ones or 'integrated' from the actions
+    (integrate_states, as the planner feeds them)."""
     steps = z.shape[1] - 1
     if not 1 <= auto_steps <= steps:
         raise ValueError(f'auto_steps={auto_steps}: must lie in [1, {steps}] for windows of {steps + 1} frames')
+    if rollout_states not in ROLLOUT_STATES:
+        raise ValueError(f'rollout_states={rollout_states!r}: choose one of {list(ROLLOUT_STATES)}')
     z_tf = predict_next(predictor, z[:, :-1], actions, states[:, :-1])
     # the rollout's first step IS teacher forcing's first prediction (both see only the true frame 0)
     z_ar = z_tf[:, :1]
     if auto_steps > 1:
-        z_ar = rollout(predictor, z[:, 0], actions[:, :auto_steps], states[:, :auto_steps])
+        ar_states = states[:, :auto_steps]
+        if rollout_states == 'integrated':
+            if states.shape[-1] != actions.shape[-1]:
+                raise ValueError(f"rollout_states='integrated' adds actions to states: they have {actions.shape[-1]} "
+                                 f"and {states.shape[-1]} dims; feed as many state dims as action dims")
+            ar_states = integrate_states(states[:, 0], actions[:, :auto_steps])
+        z_ar = rollout(predictor, z[:, 0], actions[:, :auto_steps], ar_states)
     teacher_forcing = _l1(z_tf, z[:, 1:], loss_exp)
     rollout_loss = _l1(z_ar, z[:, 1:auto_steps + 1], loss_exp)
     out = {'teacher_forcing': teacher_forcing, 'rollout': rollout_loss, 'loss': teacher_forcing + rollout_loss}

@@ -22,6 +22,8 @@ the first predictor.action_dim state dims. Two ways to feed them:
                             from (seed, step): a resumed run draws exactly the batches it would
                             have drawn, and only the arrays cross to the device. The last
                             `data.val_episodes` episodes are held out (`val_rollout`).
+                            `train.steps_per_call` > 1 runs that many steps in one compiled
+                            call (lax.scan) between metrics and checkpoints.
 
 Sharded like pretraining: `config.mesh` (data, fsdp, tensor), batch split over data x fsdp,
 parameters by name (sharding.py). Checkpoints: orbax, WORKDIR/checkpoints (state + meta);
@@ -30,6 +32,7 @@ metrics.jsonl, TensorBoard, loss.png, a progress line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -158,11 +161,13 @@ class ACTrainer:
     frame_step: int
     readout: Any = dataclasses.field(default=None, compare=False)  # (P * D, A) for loss.readout_weight
     readout_weight: float = 0.0
+    rollout_states: str = 'recorded'
 
     def losses(self, params, windows):
         predictor = nnx.merge(self.predictor_def, params)
         return objective.ac_losses(predictor, windows['tokens'], windows['actions'], windows['states'],
-                                   self.auto_steps, self.loss_exp, self.readout, self.readout_weight)
+                                   self.auto_steps, self.loss_exp, self.readout, self.readout_weight,
+                                   self.rollout_states)
 
     def update(self, state, windows):
         """One optimiser step on windows {'tokens' (B, T, P, D), 'actions', 'states'} -> (state, metrics)."""
@@ -182,6 +187,11 @@ class ACTrainer:
         """Pure: (state, token arrays, key) -> (state, metrics); windows drawn from fold_in(key, step)."""
         key = jax.random.fold_in(seed_key, state['step'])
         return self.update(state, cut_windows(arrays, key, self.batch, self.num_frames, self.frame_step))
+
+    def cached_steps(self, state, arrays, seed_key, count: int):
+        """Pure: `count` cached_steps in one call (lax.scan) -> (state, the last step's metrics)."""
+        state, outs = jax.lax.scan(lambda s, _: self.cached_step(s, arrays, seed_key), state, None, length=count)
+        return state, jax.tree.map(lambda x: x[-1], outs)
 
     def held_out(self, params, arrays, seed_key, step):
         """Losses on windows of the held-out episodes -> {'val_rollout', 'val_teacher_forcing'}."""
@@ -204,7 +214,8 @@ def make_trainer(config, encoder, predictor, readout: np.ndarray | None = None) 
                      batch=config.data.global_batch_size, num_frames=config.data.num_frames,
                      frame_step=config.data.frame_step,
                      readout=None if readout is None else jnp.asarray(readout),
-                     readout_weight=float(config.loss.get('readout_weight', 0.0)))
+                     readout_weight=float(config.loss.get('readout_weight', 0.0)),
+                     rollout_states=config.loss.get('rollout_states', 'recorded'))
 
 
 READOUT_FILE = 'readout.npy'
@@ -318,10 +329,13 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
     state_sh = jax.tree.map(lambda x: x.sharding, abstract)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     cached = bool(config.data.cache_tokens)
+    per_call = int(config.train.get('steps_per_call', 1)) if cached else 1  # streamed windows: one per call
     if cached:
         step_fn = jax.jit(trainer.cached_step, donate_argnums=(0,), in_shardings=(state_sh, replicated, replicated),
                           out_shardings=(state_sh, replicated))
         held_out = jax.jit(trainer.held_out)
+        multi_fn = jax.jit(functools.partial(trainer.cached_steps, count=per_call), donate_argnums=(0,),
+                           in_shardings=(state_sh, replicated, replicated), out_shardings=(state_sh, replicated))
         fixed = jax.device_put((train_arrays, val_arrays, jax.random.key_data(jax.random.key(config.seed))),
                                replicated)
         data = StepPosition()
@@ -359,23 +373,33 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
     log(f'AC predictor {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f}M params; windows of '
         f'{config.data.num_frames} frames every {config.data.frame_step} steps, batch {trainer.batch}, '
         f'{total} steps, {"cached tokens" if cached else "encoder in the step"}')
+    def reports(step):  # after this step: metrics, and maybe a checkpoint
+        return step % config.train.log_every == 0 or ckpt.should_save(step + 1) or step + 1 == total
+
+    def steps_from(step):  # a pure function of the step, so a resumed run repeats the same calls
+        fits = step + per_call <= total and not any(reports(s) for s in range(step, step + per_call - 1))
+        return per_call if per_call > 1 and fits else 1
     try:
         with jax.set_mesh(mesh):
-            for step in range(start, total):
+            step = start
+            while step < total:
+                count = steps_from(step)
                 if cached:
-                    state, out = step_fn(state, fixed[0], jax.random.wrap_key_data(fixed[2]))
-                    data.step = step + 1
+                    state, out = (multi_fn if count > 1 else step_fn)(state, fixed[0],
+                                                                     jax.random.wrap_key_data(fixed[2]))
+                    data.step = step + count
                 else:
                     state, out = step_fn(state, enc_state, next_batch())
-                done = step + 1
+                step = done = step + count  # the last step run is step - 1
                 save = ckpt.should_save(done) or done == total
-                if step % config.train.log_every == 0 or save:
+                if reports(done - 1):
                     if cached:
-                        out.update(held_out(state['params'], fixed[1], jax.random.wrap_key_data(fixed[2]), step))
+                        out.update(held_out(state['params'], fixed[1], jax.random.wrap_key_data(fixed[2]),
+                                            done - 1))
                     out = jax.device_get(out)
                     if not np.isfinite(out['loss']):
-                        raise FloatingPointError(f'AC loss is {out["loss"]} at step {step}: lower optim.lr')
-                    writer.write(step, out)
+                        raise FloatingPointError(f'AC loss is {out["loss"]} at step {done - 1}: lower optim.lr')
+                    writer.write(done - 1, out)
                     if jax.process_index() == 0:
                         progress.update(done, out)
                 if save:
