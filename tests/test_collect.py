@@ -28,3 +28,36 @@ def test_episodes_are_deterministic_and_replay_in_the_environment(tmp_path, name
         assert np.abs(ep['actions']).max() <= env.action_space.high.max() + 1e-7
         travelled = np.linalg.norm(ep['states'][-1][:2] - ep['states'][0][:2])
         assert travelled > 0.02  # the smoothed walk moves the agent
+
+
+def test_attraction_draws_the_pusher_to_the_block_and_needs_a_direction():
+    from vjepa_jax.config import UsageError
+    env = collect.make_env('push')
+
+    def block_moved(attraction):  # episodes (of 16) whose block moved
+        moved = 0
+        for seed in range(16):
+            states = collect.episode(env, seed, 32, attraction=attraction)['states']
+            moved += np.linalg.norm(states[-1][2:] - states[0][2:]) > 0.01
+        return moved
+    plain, drawn = block_moved(0.0), block_moved(0.6)
+    assert drawn > plain and drawn >= 12, (plain, drawn)
+    # attraction 0 is the plain random walk, action for action
+    np.testing.assert_array_equal(collect.episode(env, 5, 12)['actions'],
+                                  collect.episode(env, 5, 12, attraction=0.0)['actions'])
+    import gymnasium
+    with pytest.raises(UsageError, match='exploration_direction'):  # an env without one
+        collect.episode(gymnasium.make('CartPole-v1'), 0, 4, attraction=0.5)
+
+
+def test_attraction_takes_two_rooms_walks_through_the_door():
+    env = collect.make_env('two_rooms')
+
+    def crossed(attraction):  # episodes (of 16) that visit both rooms
+        n = 0
+        for seed in range(16):
+            x = collect.episode(env, seed, 64, attraction=attraction)['states'][:, 1]
+            n += bool((x > 0.5).any() and (x < 0.5).any())
+        return n
+    plain, drawn = crossed(0.0), crossed(0.3)
+    assert drawn > plain and drawn >= 14, (plain, drawn)

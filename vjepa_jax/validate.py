@@ -90,6 +90,8 @@ def world_model_config(config, workdir_path: str) -> None:
     if wants_readout(config) and not config.data.cache_tokens:
         raise UsageError('the action read-out (loss.readout_weight > 0 or plan.energy=readout) is fitted on cached '
                          'tokens: pass --config.data.cache_tokens=true or drop it')
+    if 'env' in config and not 0.0 <= config.env.get('attraction', 0.0) <= 1.0:
+        raise UsageError(f'--config.env.attraction={config.env.attraction}: must lie in [0, 1] (0: a plain random walk)')
     if 'plan' in config:
         plan_config(config)
 

@@ -48,7 +48,8 @@ def prepare_task(c, workdir: str, log=print) -> tuple:
     from vjepa_jax import checkpoint, train
     from vjepa_jax.data import build as build_lib
     t0 = time.time()
-    episodes = collect.collect(c.env.name, workdir, c.env.episodes, c.env.steps, c.env.seed, log=log)
+    episodes = collect.collect(c.env.name, workdir, c.env.episodes, c.env.steps, c.env.seed, log=log,
+                               attraction=c.env.attraction)
     data_dir = os.path.join(workdir, 'data')
     if not os.path.exists(os.path.join(data_dir, 'trajectories')):
         build_lib.build('trajectories', data_dir, manual_dir=episodes)

@@ -97,6 +97,13 @@ class Push(gym.Env):
             pusher, block = self.move(pusher, block, actions[:, k])
         return np.linalg.norm(block - self.goal, axis=-1)
 
+    def exploration_direction(self) -> np.ndarray:
+        """(2,) unit vector from the pusher toward the block (zeros on it): where exploration that
+        wants contacts drifts (world_model/collect.py, attraction > 0)."""
+        offset = self.block - self.pusher
+        norm = np.linalg.norm(offset)
+        return offset / norm if norm > 1e-9 else np.zeros(2)
+
     # -- sampling and rendering -------------------------------------------------------------
     def _free_pusher(self, rng: np.random.Generator, block: np.ndarray) -> np.ndarray:
         c = self.config

@@ -50,6 +50,7 @@ class TwoRooms(gym.Env):
         self.state = np.full(2, 0.25)
         self.goal = np.full(2, 0.75)
         self.steps = 0
+        self._start_room = 0
         centres = (np.arange(c.size) + 0.5) / c.size  # pixel centres in world units, once
         self._yy, self._xx = np.meshgrid(centres, centres, indexing='ij')
         self._walls = self._wall_mask()
@@ -98,6 +99,15 @@ class TwoRooms(gym.Env):
             if self.free(pos):
                 return pos
 
+    def exploration_direction(self) -> np.ndarray:
+        """(2,) unit vector toward a point at the door's height in the room the episode did not
+        start in: exploration that drifts along it slides along the wall, through the door and
+        across (world_model/collect.py, attraction > 0)."""
+        target = np.array([self.config.door_y, 0.2 if self._start_room else 0.8])
+        offset = target - self.state
+        norm = np.linalg.norm(offset)
+        return offset / norm if norm > 1e-9 else np.zeros(2)
+
     # -- rendering --------------------------------------------------------------------------
     def _wall_mask(self) -> np.ndarray:
         c, yy, xx = self.config, self._yy, self._xx
@@ -134,6 +144,7 @@ class TwoRooms(gym.Env):
             if not self.free(pos):
                 raise ValueError(f'two_rooms: {name} {pos.tolist()} is inside a wall or outside the box')
         self.steps = 0
+        self._start_room = self.room(self.state)
         info = self._info()
         info['goal_image'] = self.render_state(self.goal)
         return self.render(), info
