@@ -126,10 +126,11 @@ def measure_task(task: str, workdir: str, goals: int = 0, conditions=CONDITIONS,
         for samples, iterations in c.plan.budgets:
             r = run_condition(c, 'cem', encoder, predictor, untrained, min(goals, c.plan.budget_goals),
                               readout=readout, samples=samples, iterations=iterations)
-            sweep[f'{samples}x{iterations}'] = {k: r[k] for k in ('success', 'final_distance', 'seconds_per_action')}
+            sweep[plots.budget_key(samples, iterations)] = {k: r[k] for k in ('success', 'final_distance',
+                                                                              'seconds_per_action')}
             log(f'[{task}] budget {samples} samples x {iterations} iterations: {r["success"]:.0f}%')
         if goals <= c.plan.budget_goals:  # the main run is the sweep's largest budget
-            sweep[f'{c.plan.cem.samples}x{c.plan.cem.iterations}'] = results['cem']
+            sweep[plots.budget_key(c.plan.cem.samples, c.plan.cem.iterations)] = results['cem']
         results['budget'] = sweep
         plots.budget(sweep, os.path.join(out_dir, 'budget.png'), task)
     return results

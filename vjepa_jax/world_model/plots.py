@@ -86,10 +86,15 @@ def energy_landscape(c, encoder, predictor, cfg, path: str, goal_index: int = 0,
     return path
 
 
+def budget_key(samples: int, iterations: int) -> str:
+    """The sweep's key of one CEM budget: 'SAMPLESxITERATIONS' (budget() sorts by it)."""
+    return f'{samples}x{iterations}'
+
+
 def budget(sweep: dict, path: str, task: str) -> str:
-    """Success (%) and planning time against CEM's samples x iterations."""
+    """Success (%) and planning time against CEM's samples x iterations; sweep keys from budget_key."""
     plt = _plt()
-    names = sorted(sweep, key=lambda k: [int(n) for n in k.split('x')])  # keys 'SAMPLESxITERATIONS', smallest first
+    names = sorted(sweep, key=lambda k: [int(n) for n in k.split('x')])  # smallest budget first
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(range(len(names)), [sweep[k]['success'] for k in names], 'o-')
     for i, k in enumerate(names):
