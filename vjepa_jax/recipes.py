@@ -267,7 +267,7 @@ def simulated_world_model(env: str, arg=None) -> ml_collections.ConfigDict:
     c.plan = ml_collections.ConfigDict(dict(
         # held-out tasks: reset seeds goal_seed + i (episodes use seed + i); settings were chosen on
         # seeds 10_000-10_011 (the door exploration on 10_000-10_023), the reported runs use 20_000 on
-        goals=5, goal_seed=20_000,        # 5: the whole command in about 12 min on 2 CPU cores (README)
+        goals=5, goal_seed=20_000,        # 5: the whole command in 12-15 min on 2 CPU cores (README)
         horizon=3, model_steps=20, energy='l1_pyramid', energy_steps='all', warm_start=True,
         # CEM 32 x 4, 4 gradient restarts: on the tuning goals a wider search plans no better on the
         # learnt model (two_rooms CEM 8 / 16 / 32 / 64 / 128 samples x 4 iterations: 58 / 75 / 75 / 67 /

@@ -1,6 +1,6 @@
 """Does the world model plan? The whole loop, measured, in one command:
 
-    python -m vjepa_jax.world_model.measure --workdir=workdir/plan                 # defaults: 5 goals, about 12 min on 2 CPUs
+    python -m vjepa_jax.world_model.measure --workdir=workdir/plan                 # defaults: 5 goals, 12-15 min on 2 CPUs
     python -m vjepa_jax.world_model.measure --workdir=workdir/plan50 --goals=50    # README's table
 
 Per task (configs/world_model/<task>.py): random-exploration episodes (collect.py) -> the
