@@ -7,8 +7,8 @@ then one per step), actions (T, A) float32, states (T+1, S) float32 (the environ
 state: positions), goal_image (H, W, 3). Actions are a smoothed random walk (each step keeps
 `smoothing` of the previous action and adds uniform noise, clipped to the action bounds), so
 that the agent travels instead of jittering in place. With `attraction` a in (0, 1] the noise is
-(1 - a) uniform + a toward the environment's `exploration_direction()` (push: the block), so that
-contacts, rare in a pure random walk, fill the data. Deterministic from --seed: episode i
+(1 - a) uniform + a at full speed along the environment's `exploration_direction()` (push: toward
+the block, so that contacts, rare in a pure random walk, fill the data; two_rooms: through the door). Deterministic from --seed: episode i
 resets with seed + i and draws its actions from its own generator.
 """
 from __future__ import annotations
@@ -38,6 +38,11 @@ def make_env(name: str):
     raise config_lib.UsageError(f'--env={name}: choose one of {list(ENVS)}')
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 1e-9 else np.zeros_like(v)
+
+
 def episode(env, seed: int, steps: int, smoothing: float = 0.8, attraction: float = 0.0) -> dict:
     """One random-exploration episode (a truncation or success does not end it early)."""
     rng = np.random.default_rng(seed)
@@ -53,7 +58,7 @@ def episode(env, seed: int, steps: int, smoothing: float = 0.8, attraction: floa
     for _ in range(steps):
         noise = rng.uniform(low, high)
         if attraction:
-            noise = (1 - attraction) * noise + attraction * direction() * high
+            noise = (1 - attraction) * noise + attraction * _unit(direction()) * high
         action = np.clip(smoothing * action + (1 - smoothing) * noise * 3, low, high)
         action = action.astype(np.float32).astype(np.float64)  # what is stored is what was executed
         obs, _, _, _, info = env.step(action)

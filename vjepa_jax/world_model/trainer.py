@@ -373,36 +373,38 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
     log(f'AC predictor {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f}M params; windows of '
         f'{config.data.num_frames} frames every {config.data.frame_step} steps, batch {trainer.batch}, '
         f'{total} steps, {"cached tokens" if cached else "encoder in the step"}')
+
+    def saves(done):  # a checkpoint after `done` steps
+        return ckpt.should_save(done) or done == total
+
     def reports(step):  # after this step: metrics, and maybe a checkpoint
-        return step % config.train.log_every == 0 or ckpt.should_save(step + 1) or step + 1 == total
+        return step % config.train.log_every == 0 or saves(step + 1)
 
     def steps_from(step):  # a pure function of the step, so a resumed run repeats the same calls
         fits = step + per_call <= total and not any(reports(s) for s in range(step, step + per_call - 1))
         return per_call if per_call > 1 and fits else 1
     try:
         with jax.set_mesh(mesh):
-            step = start
-            while step < total:
-                count = steps_from(step)
+            while done < total:
+                count = steps_from(done)
                 if cached:
                     state, out = (multi_fn if count > 1 else step_fn)(state, fixed[0],
                                                                      jax.random.wrap_key_data(fixed[2]))
-                    data.step = step + count
+                    data.step = done + count
                 else:
                     state, out = step_fn(state, enc_state, next_batch())
-                step = done = step + count  # the last step run is step - 1
-                save = ckpt.should_save(done) or done == total
-                if reports(done - 1):
+                done += count
+                last = done - 1  # the last step run
+                if reports(last):
                     if cached:
-                        out.update(held_out(state['params'], fixed[1], jax.random.wrap_key_data(fixed[2]),
-                                            done - 1))
+                        out.update(held_out(state['params'], fixed[1], jax.random.wrap_key_data(fixed[2]), last))
                     out = jax.device_get(out)
                     if not np.isfinite(out['loss']):
-                        raise FloatingPointError(f'AC loss is {out["loss"]} at step {done - 1}: lower optim.lr')
-                    writer.write(done - 1, out)
+                        raise FloatingPointError(f'AC loss is {out["loss"]} at step {last}: lower optim.lr')
+                    writer.write(last, out)
                     if jax.process_index() == 0:
                         progress.update(done, out)
-                if save:
+                if saves(done):
                     writer.sync()  # a remote workdir's metrics reach this checkpoint
                     ckpt.save(done, state, data, {**meta, 'step': done}, force=True)
     finally:

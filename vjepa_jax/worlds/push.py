@@ -98,11 +98,9 @@ class Push(gym.Env):
         return np.linalg.norm(block - self.goal, axis=-1)
 
     def exploration_direction(self) -> np.ndarray:
-        """(2,) unit vector from the pusher toward the block (zeros on it): where exploration that
-        wants contacts drifts (world_model/collect.py, attraction > 0)."""
-        offset = self.block - self.pusher
-        norm = np.linalg.norm(offset)
-        return offset / norm if norm > 1e-9 else np.zeros(2)
+        """(2,) from the pusher toward the block (any length): where exploration that wants
+        contacts drifts (world_model/collect.py, attraction > 0)."""
+        return self.block - self.pusher
 
     # -- sampling and rendering -------------------------------------------------------------
     def _free_pusher(self, rng: np.random.Generator, block: np.ndarray) -> np.ndarray:

@@ -100,13 +100,10 @@ class TwoRooms(gym.Env):
                 return pos
 
     def exploration_direction(self) -> np.ndarray:
-        """(2,) unit vector toward a point at the door's height in the room the episode did not
-        start in: exploration that drifts along it slides along the wall, through the door and
+        """(2,) toward a point at the door's height in the room the episode did not start in (any
+        length): exploration that drifts along it slides along the wall, through the door and
         across (world_model/collect.py, attraction > 0)."""
-        target = np.array([self.config.door_y, 0.2 if self._start_room else 0.8])
-        offset = target - self.state
-        norm = np.linalg.norm(offset)
-        return offset / norm if norm > 1e-9 else np.zeros(2)
+        return np.array([self.config.door_y, 0.2 if self._start_room else 0.8]) - self.state
 
     # -- rendering --------------------------------------------------------------------------
     def _wall_mask(self) -> np.ndarray:
