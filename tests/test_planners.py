@@ -31,3 +31,32 @@ def test_planners_find_the_minimum_of_a_quadratic(plan, cfg):
     actions, _ = outside(jax.random.key(1))
     assert float(jnp.abs(actions).max()) <= 1.0
     np.testing.assert_allclose(actions, np.clip(TARGET * 3, -1, 1), atol=0.03)
+
+
+@pytest.mark.parametrize('replan_every', [0, 1, 5])
+def test_mpc_replans_every_few_env_steps_within_the_same_budget(replan_every):
+    # a policy that always plans the same model action: the agent walks the same way whatever
+    # replan_every, and the policy is asked once per `replan_every` env steps
+    from vjepa_jax.world_model import mpc
+    from vjepa_jax.worlds.two_rooms import TwoRooms
+    cfg = mpc.PlanConfig(horizon=2, frame_step=5, model_steps=3, replan_every=replan_every)
+    calls = []
+
+    def policy(frames, states, goal, key):
+        calls.append(np.asarray(states))
+        return jnp.tile(jnp.asarray([0.0, -0.05]), (len(frames), cfg.horizon, 1))  # left, 0.01 per env step
+
+    env = TwoRooms()
+    start = env.reset(seed=3)[1]['state']
+    out = mpc.run_episodes([TwoRooms()], [3], policy, cfg, jax.random.key(0))
+    per_plan = replan_every or 5
+    assert len(calls) == 1 + 15 // per_plan  # one compile call, then one per plan
+    np.testing.assert_allclose(calls[2][0] - calls[1][0], [0.0, -0.01 * per_plan], atol=1e-6)
+    walked = start.copy()
+    for _ in range(15):
+        walked = env.move(walked, np.array([0.0, -0.01]))
+    np.testing.assert_allclose(out['actions'][0].shape, (15 // per_plan, 2))
+    np.testing.assert_allclose(walked - start, [0.0, -0.15], atol=1e-9)  # no wall on this walk
+    np.testing.assert_allclose(out['distances'][0], np.linalg.norm(walked - env.goal), atol=1e-5)
+    with pytest.raises(ValueError, match='replan_every=6'):
+        mpc.run_episodes([TwoRooms()], [3], policy, cfg.__class__(frame_step=5, replan_every=6), jax.random.key(0))

@@ -29,6 +29,8 @@ BAD = [(PRETRAIN, 'model.dtype', 'float64', r'--config.model.dtype=.float64. is 
        (WORLD_MODEL, 'plan.energy', 'l2', r"is not one of \['l1', 'l1_pyramid', 'readout'\]"),
        (WORLD_MODEL, 'loss.readout_weight', -0.1, 'loss.readout_weight=-0.1 is negative'),
        (WORLD_MODEL, 'loss.rollout_states', 'true', r"is not one of \['integrated', 'recorded'\]"),
+       (WORLD_MODEL, 'plan.imagined_states', 'true', r"is not one of \['integrated', 'readout'\]"),
+       (WORLD_MODEL, 'plan.replan_every', 6, r'plan.replan_every=6: must lie in \[0, data.frame_step=5\]'),
        (WORLD_MODEL, 'train.steps_per_call', 0, 'must be a number >= 1'),
        (WORLD_MODEL, 'env.attraction', 1.5, r'env.attraction=1.5: must lie in \[0, 1\]'),
        (WORLD_MODEL, 'data.cache_tokens', False, 'the action read-out .* is fitted on cached tokens'),

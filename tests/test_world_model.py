@@ -25,6 +25,7 @@ from vjepa_jax.models import torch_names
 from vjepa_jax.models.ac_predictor import ACPredictor
 from vjepa_jax.models.vit import attention
 from vjepa_jax.world_model import mpc, objective, planners
+from vjepa_jax.world_model import readout as readout_lib
 
 AC = os.path.join(ROOT, 'tests', 'fixtures', 'ac_micro')
 # the converted V-JEPA 2-AC micro file's encoder (as tests/test_convert_heads.py builds it): 64 px, patch 16
@@ -188,6 +189,23 @@ def test_integrated_rollout_states_are_the_planners_states():
     assert abs(float(out['recorded']['rollout']) - float(out['integrated']['rollout'])) > 1e-6
     with pytest.raises(ValueError, match='rollout_states'):
         objective.ac_losses(predictor, z, actions, states, 2, rollout_states='true')
+
+
+def test_rollout_reads_each_later_state_off_the_frame_it_imagined():
+    predictor = tiny_predictor()
+    z, actions, states = windows(4, seed=5)
+    w = jnp.asarray(np.random.default_rng(0).normal(size=(z.shape[2] * z.shape[3], 3)), jnp.float32)
+    read = lambda z_n: states[:, 0] + readout_lib.project(z_n - z[:, 0], w)  # noqa: E731
+    got = objective.rollout(predictor, z[:, 0], actions, states, read)
+    # by hand: step n is fed the states read off frames 0 (the given state), 1, ..., n - 1
+    fed, preds = states[:, :1], []
+    for n in range(3):
+        fed_z = jnp.concatenate([z[:, :1]] + [p[:, None] for p in preds], axis=1)
+        preds.append(objective.predict_next(predictor, fed_z, actions[:, :n + 1], fed)[:, -1])
+        fed = jnp.concatenate([fed, read(preds[-1])[:, None]], axis=1)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(jnp.stack(preds, 1)), rtol=1e-5, atol=1e-6)
+    # the later states matter: the recorded states give another rollout
+    assert float(jnp.abs(got - objective.rollout(predictor, z[:, 0], actions, states)).max()) > 1e-4
 
 
 def test_auto_steps_outside_the_window_is_an_error():

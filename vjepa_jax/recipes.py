@@ -269,6 +269,8 @@ def simulated_world_model(env: str, arg=None) -> ml_collections.ConfigDict:
         # seeds 10_000-10_011 (the door exploration on 10_000-10_023), the reported runs use 20_000 on
         goals=5, goal_seed=20_000,        # 5: the whole command in 12-15 min on 2 CPU cores (README)
         horizon=3, model_steps=20, energy='l1_pyramid', energy_steps='all', warm_start=True,
+        replan_every=0,  # env steps executed per plan (mpc.PlanConfig; 0: one model action, frame_step)
+        imagined_states='integrated',  # mpc.PlanConfig: 'readout' reads each imagined state off the imagined frame
         # CEM 32 x 4, 4 gradient restarts: on the tuning goals a wider search plans no better on the
         # learnt model (two_rooms CEM 8 / 16 / 32 / 64 / 128 samples x 4 iterations: 58 / 75 / 75 / 67 /
         # 67 %; plausibly it finds more of the moves the predictor gets wrong; push's oracle 100 % at

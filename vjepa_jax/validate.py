@@ -88,7 +88,7 @@ def world_model_config(config, workdir_path: str) -> None:
         raise UsageError(f'--config.loss.readout_weight={config.loss.readout_weight} is negative: pass 0 (V-JEPA '
                          f'2-AC) or a positive weight')
     if wants_readout(config) and not config.data.cache_tokens:
-        raise UsageError('the action read-out (loss.readout_weight > 0 or plan.energy=readout) is fitted on cached '
+        raise UsageError('the action read-out (loss.readout_weight > 0, plan.energy=readout or plan.imagined_states=readout) is fitted on cached '
                          'tokens: pass --config.data.cache_tokens=true or drop it')
     if 'env' in config and not 0.0 <= config.env.get('attraction', 0.0) <= 1.0:
         raise UsageError(f'--config.env.attraction={config.env.attraction}: must lie in [0, 1] (0: a plain random walk)')
@@ -98,7 +98,9 @@ def world_model_config(config, workdir_path: str) -> None:
 
 def wants_readout(config) -> bool:
     """Whether the AC trainer fits the action read-out (world_model/readout.py)."""
-    return config.loss.get('readout_weight', 0.0) > 0 or ('plan' in config and config.plan.energy == 'readout')
+    plan = config.get('plan', {})
+    return (config.loss.get('readout_weight', 0.0) > 0 or plan.get('energy') == 'readout'
+            or plan.get('imagined_states') == 'readout')
 
 
 def plan_config(config) -> None:
@@ -106,6 +108,12 @@ def plan_config(config) -> None:
     from vjepa_jax.world_model.objective import ENERGIES
     one_of(config, 'plan.energy', ENERGIES)
     one_of(config, 'plan.energy_steps', ('final', 'all'))
+    if not 0 <= config.plan.get('replan_every', 0) <= config.data.frame_step:
+        raise UsageError(f'--config.plan.replan_every={config.plan.replan_every}: must lie in [0, data.frame_step='
+                         f'{config.data.frame_step}] (env steps run per plan; 0: one model action)')
+    if 'imagined_states' in config.plan:
+        from vjepa_jax.world_model.mpc import IMAGINED_STATES
+        one_of(config, 'plan.imagined_states', IMAGINED_STATES)
     for key in ('plan.horizon', 'plan.model_steps', 'plan.cem.samples', 'plan.cem.elites', 'plan.cem.iterations',
                 'plan.gradient.restarts', 'plan.gradient.steps'):
         at_least(config, key, 1)

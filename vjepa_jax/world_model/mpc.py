@@ -12,7 +12,9 @@ the agent observes, re-encodes and re-plans. An episode ends when the environmen
 Policies map (frames (E, H, W, 3) uint8, states (E, A), goal (E, P, D) tokens or goal images,
 key) -> actions (E, horizon, A). latent_policy: CEM or the gradient planner on the energy of
 the imagined final frame (objective.energy) from the AC predictor's rollout; the future
-proprioceptive states are integrated from the actions (state + cumulative action sum).
+proprioceptive states are integrated from the actions (state + cumulative action sum; V-JEPA 2-AC)
+or, with imagined_states='readout', read off each imagined frame (state + the action read-out's
+move from the current frame), so that a move the predictor imagines blocked stays blocked.
 random_policy: uniform actions. oracle_policy: CEM on the TRUE simulator (deep copies of
 the environment), the ceiling.
 """
@@ -29,6 +31,10 @@ import numpy as np
 from flax import nnx
 
 from vjepa_jax.world_model import objective, planners
+from vjepa_jax.world_model import readout as readout_lib
+
+
+IMAGINED_STATES = ('integrated', 'readout')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +43,23 @@ class PlanConfig:
     horizon: int = 2                     # model steps per plan
     frame_step: int = 5                  # env steps per model step
     model_steps: int = 20                # the episode's budget, in model steps
+    replan_every: int = 0                # env steps executed per plan (0: frame_step, one model action)
     energy: str = 'l1'                   # objective.energy kind ('readout': latent_policy's readout)
     energy_steps: str = 'final'          # 'final': the last imagined frame (V-JEPA 2-AC) | 'all': mean over the horizon
     warm_start: bool = False             # CEM starts from the previous plan shifted by one step
     proprio_dims: int = 2                # the state's first dims fed to the predictor
+    imagined_states: str = 'integrated'  # the rollout's later states: 'integrated' from the actions (V-JEPA 2-AC)
+                                         # | 'readout': state + the read-out's move from the current frame
     cem: planners.CEMConfig = planners.CEMConfig()
     gradient: planners.GradientConfig = planners.GradientConfig()
+
+
+def execute_steps(cfg: PlanConfig) -> int:
+    """Env steps executed per plan: cfg.replan_every, or one model action (frame_step)."""
+    if not 0 <= cfg.replan_every <= cfg.frame_step:
+        raise ValueError(f'replan_every={cfg.replan_every}: must lie in [0, frame_step={cfg.frame_step}] (0: one '
+                         f'model action)')
+    return cfg.replan_every or cfg.frame_step
 
 
 def model_bounds(env, frame_step: int) -> tuple:
@@ -58,6 +75,11 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
     grid = encoder.grid[-2:]
     a_dim = len(np.atleast_1d(low))
     readout = None if readout is None else jnp.asarray(readout)  # objective.energy says when one is missing
+    if cfg.imagined_states not in IMAGINED_STATES:
+        raise ValueError(f'imagined_states={cfg.imagined_states!r}: choose one of {list(IMAGINED_STATES)}')
+    if cfg.imagined_states == 'readout' and readout is None:
+        raise ValueError("imagined_states='readout' reads the states off the imagined frames: pass the action "
+                         "read-out (the AC workdir's readout.npy, world_model/readout.py)")
 
     def energy(z, z_goal):
         return objective.energy(z, z_goal, cfg.energy, grid, readout)
@@ -71,7 +93,11 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
             def energy_fn(actions):  # (S, H, A) -> (S,)
                 s = actions.shape[0]
                 proprio = objective.integrate_states(jnp.broadcast_to(state, (s, state.shape[-1])), actions)
-                z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio)
+                read_state = None
+                if cfg.imagined_states == 'readout':
+                    read_state = lambda z_n: state + readout_lib.project(z_n - z0, readout)  # noqa: E731
+                z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio,
+                                      read_state)
                 if cfg.energy_steps == 'final':
                     return energy(z[:, -1], z_goal)
                 per_step = jax.vmap(lambda zk: energy(zk, z_goal), in_axes=1)(z)
@@ -100,7 +126,9 @@ def _warm(cfg: PlanConfig, low, plan: Callable) -> Callable:
         if not cfg.warm_start or inits is None or len(inits) != e:
             inits = jnp.full((e, *shape), jnp.nan)  # nan: start from the middle of the bounds
         actions = plan(frames, states, goal, key, inits)
-        previous['plans'] = jnp.concatenate([actions[:, 1:], actions[:, -1:]], axis=1)
+        # the next plan starts where this one's first model action ends, or inside it (kept as it is)
+        whole = execute_steps(cfg) == cfg.frame_step
+        previous['plans'] = jnp.concatenate([actions[:, 1:], actions[:, -1:]], axis=1) if whole else actions
         return actions
     return policy
 
@@ -176,7 +204,8 @@ def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: Pl
     """Closed loop on len(envs) episodes at once (env i reset with seeds[i]). goal_fn(goal_images)
     -> what the policy takes as goal (default: the images). record: keep the frames of the first
     `record` episodes. -> {'success' (%), 'final_distance' (mean), 'seconds_per_action' (planning
-    wall time per model action of one episode), 'distances', 'successes', 'frames', 'actions'}."""
+    wall time per model action of one episode; with cfg.replan_every < frame_step, of the several
+    plans made while one model action's env steps run), 'distances', 'successes', 'frames', 'actions'}."""
     obs, infos = zip(*[env.reset(seed=int(s)) for env, s in zip(envs, seeds)])
     goal_images = np.stack([i['goal_image'] for i in infos])
     goal = goal_fn(goal_images) if goal_fn else goal_images
@@ -187,18 +216,19 @@ def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: Pl
     executed = [[] for _ in envs]
     plan_time, plan_actions = 0.0, 0
     policy(jnp.asarray(frames), jnp.asarray(states), goal, key)  # compile outside the timing
-    for t in range(cfg.model_steps):
+    execute = execute_steps(cfg)
+    for t in range(-(-cfg.model_steps * cfg.frame_step // execute)):  # the same env-step budget
         if done.all():
             break
         t0 = time.time()
         actions = np.asarray(policy(jnp.asarray(frames), jnp.asarray(states), goal, jax.random.fold_in(key, t)))
         plan_time += time.time() - t0
-        plan_actions += int((~done).sum())
+        plan_actions += int((~done).sum()) * execute / cfg.frame_step  # in model actions executed
         for i, env in enumerate(envs):
             if done[i]:
                 continue
             executed[i].append(actions[i, 0])
-            for _ in range(cfg.frame_step):
+            for _ in range(execute):
                 obs, _, terminated, _, info = env.step(actions[i, 0] / cfg.frame_step)
                 distance[i] = info['distance']
                 if terminated:

@@ -46,14 +46,19 @@ def predict_next(predictor, z: jax.Array, actions: jax.Array, states: jax.Array)
     return layer_norm(out.astype(jnp.float32).reshape(b, t, p, d))
 
 
-def rollout(predictor, z0: jax.Array, actions: jax.Array, states: jax.Array) -> jax.Array:
+def rollout(predictor, z0: jax.Array, actions: jax.Array, states: jax.Array, read_state=None) -> jax.Array:
     """Imagine H steps from one frame: z0 (B, P, D), actions (B, H, A), states (B, H, A) (the state
     at each step the action is taken) -> predicted tokens (B, H, P, D) of frames 1..H, each step
-    fed the earlier predictions."""
-    z = z0[:, None]
+    fed the earlier predictions. read_state: None, or a function of imagined tokens (B, P, D) ->
+    states (B, A); then only states[:, 0] is used and each later state is read from the frame
+    imagined before it."""
+    z, s = z0[:, None], states[:, :1]
     for n in range(actions.shape[1]):
-        nxt = predict_next(predictor, z, actions[:, :n + 1], states[:, :n + 1])[:, -1:]
+        fed = s if read_state is not None else states[:, :n + 1]
+        nxt = predict_next(predictor, z, actions[:, :n + 1], fed)[:, -1:]
         z = jnp.concatenate([z, nxt], axis=1)
+        if read_state is not None:
+            s = jnp.concatenate([s, read_state(nxt[:, 0])[:, None]], axis=1)
     return z[:, 1:]
 
 
