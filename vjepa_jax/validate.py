@@ -88,8 +88,9 @@ def world_model_config(config, workdir_path: str) -> None:
         raise UsageError(f'--config.loss.readout_weight={config.loss.readout_weight} is negative: pass 0 (V-JEPA '
                          f'2-AC) or a positive weight')
     if wants_readout(config) and not config.data.cache_tokens:
-        raise UsageError('the action read-out (loss.readout_weight > 0, plan.energy=readout or plan.imagined_states=readout) is fitted on cached '
-                         'tokens: pass --config.data.cache_tokens=true or drop it')
+        raise UsageError('the action read-out (loss.readout_weight > 0, plan.energy=readout or '
+                         'plan.imagined_states=readout) is fitted on cached tokens: pass '
+                         '--config.data.cache_tokens=true or drop it')
     if 'env' in config and not 0.0 <= config.env.get('attraction', 0.0) <= 1.0:
         raise UsageError(f'--config.env.attraction={config.env.attraction}: must lie in [0, 1] (0: a plain random walk)')
     if 'plan' in config:

@@ -36,9 +36,9 @@ CONDITIONS = ('cem', 'gradient', 'cem_untrained', 'gradient_untrained', 'random'
 def plan_config(c, planner: str = 'cem', **cem) -> mpc.PlanConfig:
     p = c.plan
     return mpc.PlanConfig(planner=planner, horizon=p.horizon, frame_step=c.data.frame_step,
-                          model_steps=p.model_steps, replan_every=p.replan_every, energy=p.energy, energy_steps=p.energy_steps,
-                          warm_start=p.warm_start, proprio_dims=c.predictor.action_dim,
-                          imagined_states=p.imagined_states,
+                          model_steps=p.model_steps, replan_every=p.replan_every, energy=p.energy,
+                          energy_steps=p.energy_steps, warm_start=p.warm_start,
+                          proprio_dims=c.predictor.action_dim, imagined_states=p.imagined_states,
                           cem=planners.CEMConfig(**{**p.cem.to_dict(), **cem}),
                           gradient=planners.GradientConfig(**p.gradient.to_dict()))
 
