@@ -55,8 +55,8 @@ def test_mpc_replans_every_few_env_steps_within_the_same_budget(replan_every):
     walked = start.copy()
     for _ in range(15):
         walked = env.move(walked, np.array([0.0, -0.01]))
-    np.testing.assert_allclose(out['actions'][0].shape, (15 // per_plan, 2))
+    assert out['actions'][0].shape == (15 // per_plan, 2)
     np.testing.assert_allclose(walked - start, [0.0, -0.15], atol=1e-9)  # no wall on this walk
     np.testing.assert_allclose(out['distances'][0], np.linalg.norm(walked - env.goal), atol=1e-5)
     with pytest.raises(ValueError, match='replan_every=6'):
-        mpc.run_episodes([TwoRooms()], [3], policy, cfg.__class__(frame_step=5, replan_every=6), jax.random.key(0))
+        mpc.run_episodes([TwoRooms()], [3], policy, mpc.PlanConfig(frame_step=5, replan_every=6), jax.random.key(0))

@@ -106,15 +106,14 @@ def wants_readout(config) -> bool:
 
 def plan_config(config) -> None:
     """The planner's fields (world_model/measure.py, mpc.py)."""
+    from vjepa_jax.world_model.mpc import IMAGINED_STATES
     from vjepa_jax.world_model.objective import ENERGIES
     one_of(config, 'plan.energy', ENERGIES)
     one_of(config, 'plan.energy_steps', ('final', 'all'))
-    if not 0 <= config.plan.get('replan_every', 0) <= config.data.frame_step:
+    one_of(config, 'plan.imagined_states', IMAGINED_STATES)
+    if not 0 <= get_field(config, 'plan.replan_every') <= config.data.frame_step:
         raise UsageError(f'--config.plan.replan_every={config.plan.replan_every}: must lie in [0, data.frame_step='
                          f'{config.data.frame_step}] (env steps run per plan; 0: one model action)')
-    if 'imagined_states' in config.plan:
-        from vjepa_jax.world_model.mpc import IMAGINED_STATES
-        one_of(config, 'plan.imagined_states', IMAGINED_STATES)
     for key in ('plan.horizon', 'plan.model_steps', 'plan.cem.samples', 'plan.cem.elites', 'plan.cem.iterations',
                 'plan.gradient.restarts', 'plan.gradient.steps'):
         at_least(config, key, 1)

@@ -46,7 +46,7 @@ class PlanConfig:
     replan_every: int = 0                # env steps executed per plan (0: frame_step, one model action)
     energy: str = 'l1'                   # objective.energy kind ('readout': latent_policy's readout)
     energy_steps: str = 'final'          # 'final': the last imagined frame (V-JEPA 2-AC) | 'all': mean over the horizon
-    warm_start: bool = False             # CEM starts from the previous plan shifted by one step
+    warm_start: bool = False             # CEM starts from the previous plan, shifted by the model action run
     proprio_dims: int = 2                # the state's first dims fed to the predictor
     imagined_states: str = 'integrated'  # the rollout's later states: 'integrated' from the actions (V-JEPA 2-AC)
                                          # | 'readout': state + the read-out's move from the current frame
@@ -117,8 +117,10 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
 
 def _warm(cfg: PlanConfig, low, plan: Callable) -> Callable:
     """policy(frames, states, goal, key) around plan(..., inits (E, H, A)): with cfg.warm_start
-    each call starts from the previous call's plans shifted by one step (the last step repeated)."""
+    each call starts from the previous call's plans shifted by one step (the last step repeated),
+    or unshifted when cfg.replan_every runs only part of the first model action."""
     previous = {}
+    shift = execute_steps(cfg) == cfg.frame_step
 
     def policy(frames, states, goal, key):
         e, shape = len(frames), (cfg.horizon, len(np.atleast_1d(low)))
@@ -126,9 +128,7 @@ def _warm(cfg: PlanConfig, low, plan: Callable) -> Callable:
         if not cfg.warm_start or inits is None or len(inits) != e:
             inits = jnp.full((e, *shape), jnp.nan)  # nan: start from the middle of the bounds
         actions = plan(frames, states, goal, key, inits)
-        # the next plan starts where this one's first model action ends, or inside it (kept as it is)
-        whole = execute_steps(cfg) == cfg.frame_step
-        previous['plans'] = jnp.concatenate([actions[:, 1:], actions[:, -1:]], axis=1) if whole else actions
+        previous['plans'] = jnp.concatenate([actions[:, 1:], actions[:, -1:]], axis=1) if shift else actions
         return actions
     return policy
 
