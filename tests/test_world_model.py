@@ -22,7 +22,7 @@ from vjepa_jax.config import load_config
 from vjepa_jax.jepa import layer_norm
 from vjepa_jax.metrics import read_jsonl
 from vjepa_jax.models import torch_names
-from vjepa_jax.models.ac_predictor import ACPredictor
+from vjepa_jax.models.ac_predictor import ACPredictor, state_features
 from vjepa_jax.models.vit import attention
 from vjepa_jax.world_model import mpc, objective, planners
 from vjepa_jax.world_model import readout as readout_lib
@@ -91,6 +91,25 @@ def test_ac_predictor_hides_the_last_step_from_earlier_ones(query_chunk):
                 np.testing.assert_array_equal(out[:, :8], base[:, :8], err_msg=name)
             else:
                 assert np.abs(out[:, :8] - base[:, :8]).max() > 1e-4, name
+
+
+def test_state_fourier_features_are_the_state_then_its_sines_and_cosines():
+    """state_fourier=2 on a (y, x) state: [y, x, sin(pi y), sin(2 pi y), sin(pi x), sin(2 pi x),
+    then the cosines in the same order], computed by hand; 0 passes the state through (the
+    original); the predictor's state encoder reads the A (1 + 2F) features."""
+    y, x = 0.25, -0.5
+    states = jnp.array([[[y, x]]])
+    expected = [y, x, np.sin(np.pi * y), np.sin(2 * np.pi * y), np.sin(np.pi * x), np.sin(2 * np.pi * x),
+                np.cos(np.pi * y), np.cos(2 * np.pi * y), np.cos(np.pi * x), np.cos(2 * np.pi * x)]
+    np.testing.assert_allclose(np.asarray(state_features(states, 2))[0, 0], expected, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(state_features(states, 0)), np.asarray(states))
+    predictor = ACPredictor(grid=(2, 2), embed_dim=16, predictor_embed_dim=16, depth=1, num_heads=2, action_dim=2,
+                            state_fourier=2, rngs=nnx.Rngs(0))
+    assert predictor.state_encoder.kernel.value.shape == (10, 16)
+    tokens, actions = jnp.ones((1, 4, 16)), jnp.zeros((1, 1, 2))
+    # states 2 apart have the same sines and cosines: only the state itself tells them apart
+    out = [np.asarray(predictor(tokens, actions, states + shift)) for shift in (0.0, 2.0)]
+    assert np.isfinite(out[0]).all() and np.abs(out[0] - out[1]).max() > 1e-5
 
 
 # -- 2: rollout vs teacher forcing ----------------------------------------------------------------
@@ -206,6 +225,23 @@ def test_rollout_reads_each_later_state_off_the_frame_it_imagined():
     np.testing.assert_allclose(np.asarray(got), np.asarray(jnp.stack(preds, 1)), rtol=1e-5, atol=1e-6)
     # the later states matter: the recorded states give another rollout
     assert float(jnp.abs(got - objective.rollout(predictor, z[:, 0], actions, states)).max()) > 1e-4
+
+
+def test_readout_rollout_states_train_the_rollout_the_planner_reads():
+    """loss.rollout_states='readout': the rollout term is the L1 of rollout(..., read_state) with
+    each later state the first state plus the read-out's move from the true first frame."""
+    predictor = tiny_predictor()
+    z, actions, states = windows(4, seed=6)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(z.shape[2] * z.shape[3], 3)), jnp.float32)
+    got = objective.ac_losses(predictor, z, actions, states, 3, readout=w, rollout_states='readout')
+    read = lambda z_n: states[:, 0] + readout_lib.project(z_n - z[:, 0], w)  # noqa: E731
+    by_hand = objective.rollout(predictor, z[:, 0], actions, states, read)
+    np.testing.assert_allclose(float(got['rollout']), float(jnp.mean(jnp.abs(by_hand - z[:, 1:]))), rtol=1e-5)
+    recorded = objective.ac_losses(predictor, z, actions, states, 3, readout=w)
+    assert float(got['teacher_forcing']) == float(recorded['teacher_forcing'])
+    assert abs(float(got['rollout']) - float(recorded['rollout'])) > 1e-6
+    with pytest.raises(ValueError, match='pass readout'):
+        objective.ac_losses(predictor, z, actions, states, 3, rollout_states='readout')
 
 
 def test_auto_steps_outside_the_window_is_an_error():
@@ -489,7 +525,8 @@ def test_streamed_windows_train_with_the_encoder_in_the_step_and_resume(tmp_path
             'data.cache_tokens': False, 'data.tfds': 'trajectories', 'data.data_dir': str(tmp_path / 'data'),
             'train.num_steps': steps, 'optim.ipe': 4, 'train.log_every': 1, 'checkpoint.every_steps': 2,
             'data.global_batch_size': 8,  # the tests' 8 CPU devices split the batch
-            'loss.readout_weight': 0.0, 'plan.energy': 'l1'})  # the read-out is fitted on cached tokens only
+            'loss.readout_weight': 0.0, 'plan.energy': 'l1', 'loss.rollout_states': 'recorded',
+            'plan.imagined_states': 'integrated'})  # the read-out is fitted on cached tokens only
         return trainer.train(cfg, str(workdir), log=lambda *a, **k: None)[1]
     straight = run(tmp_path / 'straight', 4)
     run(tmp_path / 'split', 2)

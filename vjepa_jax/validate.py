@@ -78,7 +78,8 @@ def world_model_config(config, workdir_path: str) -> None:
                 'train.steps_per_call',
                 'checkpoint.every_steps', 'optim.ipe', 'optim.epochs'):
         at_least(config, key, 1)
-    for key in ('train.num_steps', 'checkpoint.keep_last', 'data.val_episodes', 'data.num_workers'):
+    for key in ('train.num_steps', 'checkpoint.keep_last', 'data.val_episodes', 'data.num_workers',
+                'predictor.state_fourier'):
         at_least(config, key, 0)
     at_least(config, 'data.num_frames', 2)
     if config.predictor.embed_dim % config.predictor.num_heads:
@@ -88,8 +89,8 @@ def world_model_config(config, workdir_path: str) -> None:
         raise UsageError(f'--config.loss.readout_weight={config.loss.readout_weight} is negative: pass 0 (V-JEPA '
                          f'2-AC) or a positive weight')
     if wants_readout(config) and not config.data.cache_tokens:
-        raise UsageError('the action read-out (loss.readout_weight > 0, plan.energy=readout or '
-                         'plan.imagined_states=readout) is fitted on cached tokens: pass '
+        raise UsageError('the action read-out (loss.readout_weight > 0, loss.rollout_states=readout, plan.energy='
+                         'readout or plan.imagined_states=readout) is fitted on cached tokens: pass '
                          '--config.data.cache_tokens=true or drop it')
     if 'env' in config and not 0.0 <= config.env.get('attraction', 0.0) <= 1.0:
         raise UsageError(f'--config.env.attraction={config.env.attraction}: must lie in [0, 1] (0: a plain random walk)')
@@ -101,7 +102,7 @@ def wants_readout(config) -> bool:
     """Whether the AC trainer fits the action read-out (world_model/readout.py)."""
     plan = config.get('plan', {})
     return (config.loss.get('readout_weight', 0.0) > 0 or plan.get('energy') == 'readout'
-            or plan.get('imagined_states') == 'readout')
+            or plan.get('imagined_states') == 'readout' or config.loss.get('rollout_states') == 'readout')
 
 
 def plan_config(config) -> None:

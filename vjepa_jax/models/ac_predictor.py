@@ -30,22 +30,36 @@ def step_layout(num_steps: int, frame_tokens: int, cond_tokens: int, grid: Seque
     return step.astype(np.int32), coords.astype(np.int32)
 
 
+def state_features(states, fourier: int):
+    """(..., A) -> (..., A (1 + 2 fourier)): the states, then sin and cos of pi 2^k states, k < fourier."""
+    if not fourier:
+        return states
+    angles = (states[..., None] * (np.pi * 2.0 ** np.arange(fourier))).reshape(*states.shape[:-1], -1)
+    return jnp.concatenate([states, jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
 class ACPredictor(nnx.Module):
     """grid: the encoder's spatial token grid (H', W') per step (16 x 16 at 256 px).
     action_dim: actions and states (7: xyz, euler xyz, gripper); extrinsics have action_dim - 1.
-    action_scale, state_scale: actions and states enter multiplied by them (units of order 1)."""
+    action_scale, state_scale: actions and states enter multiplied by them (units of order 1).
+    state_fourier: F > 0 adds sin / cos of pi 2^k x (k < F) of every scaled state dimension x to
+    the state encoder's input (A (1 + 2F) features; 0, the original: the state alone), so that
+    a small predictor can learn sharp functions of the state, such as where a wall stops a move."""
 
     def __init__(self, *, grid: Sequence[int] = (16, 16), embed_dim=1408, predictor_embed_dim=1024, depth=24,
                  num_heads=16, mlp_ratio=4.0, action_dim=7, use_extrinsics=False, frame_causal=True,
                  rope_form='tiled', scan_layers=False, remat_policy='none', attention_query_chunk=0, attention_impl='auto', dtype=None,
-                 param_dtype=jnp.float32, action_scale: float = 1.0, state_scale: float = 1.0, rngs: nnx.Rngs):
+                 param_dtype=jnp.float32, action_scale: float = 1.0, state_scale: float = 1.0, state_fourier: int = 0,
+                 rngs: nnx.Rngs):
         self.grid = tuple(grid)
         self.action_scale, self.state_scale = action_scale, state_scale  # inputs times these (1.0: the original)
+        self.state_fourier = state_fourier
         self.use_extrinsics, self.frame_causal = use_extrinsics, frame_causal
         self.scan_layers, self.remat_policy = scan_layers, remat_policy
         self.predictor_embed = _linear(embed_dim, predictor_embed_dim, dtype, param_dtype, rngs)
         self.action_encoder = _linear(action_dim, predictor_embed_dim, dtype, param_dtype, rngs)
-        self.state_encoder = _linear(action_dim, predictor_embed_dim, dtype, param_dtype, rngs)
+        self.state_encoder = _linear(action_dim * (1 + 2 * state_fourier), predictor_embed_dim, dtype, param_dtype,
+                                     rngs)
         # always created (the released files hold it), used only with use_extrinsics
         self.extrinsics_encoder = _linear(action_dim - 1, predictor_embed_dim, dtype, param_dtype, rngs)
         self.predictor_blocks = make_blocks(depth, predictor_embed_dim, num_heads, mlp_ratio, scan=scan_layers,
@@ -67,7 +81,8 @@ class ACPredictor(nnx.Module):
             raise ValueError(f'{n} tokens are not whole steps of {self.grid[0]}x{self.grid[1]} tokens')
         steps = n // frame_tokens
         x = self.predictor_embed(tokens).reshape(b, steps, frame_tokens, -1)
-        cond = [self.action_encoder(actions * self.action_scale), self.state_encoder(states * self.state_scale)]
+        cond = [self.action_encoder(actions * self.action_scale),
+                self.state_encoder(state_features(states * self.state_scale, self.state_fourier))]
         if self.use_extrinsics:
             if extrinsics is None:
                 raise ValueError('this predictor was built with use_extrinsics=True: pass extrinsics (B, T, A - 1)')

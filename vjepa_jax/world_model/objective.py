@@ -11,9 +11,10 @@ Layout: a window of T frames gives tokens z (B, T, P, D) (P tokens per frame), a
 Frames are encoded one at a time, each repeated to fill one tubelet, and the tokens are
 layer-normed (no affine), as the original does. Teacher forcing predicts every next frame from
 the true tokens of the frames before it; the rollout starts from the first frame and feeds back
-its own layer-normed predictions for `auto_steps` steps, fed either the recorded states or the
-states integrated from the actions (`rollout_states='integrated'`: the planner's rule, which walls
-and contacts do not stop; on DROID, where the action is the state difference, the two agree).
+its own layer-normed predictions for `auto_steps` steps, fed the recorded states, the states
+integrated from the actions (`rollout_states='integrated'`: the planner's rule, which walls and
+contacts do not stop; on DROID, where the action is the state difference, the two agree) or the
+states read off its own imagined frames (`'readout'`, as the planner's imagined_states='readout').
 The loss is the sum of the two means of |z_pred - z_true|^loss_exp / loss_exp; with a read-out
 W (world_model/readout.py) and readout_weight > 0 it adds readout_weight x the mean |(z_pred -
 z_true) W| over both (the error along the directions a read-out energy plans on; 0 is V-JEPA 2-AC).
@@ -62,7 +63,7 @@ def rollout(predictor, z0: jax.Array, actions: jax.Array, states: jax.Array, rea
     return z[:, 1:]
 
 
-ROLLOUT_STATES = ('recorded', 'integrated')
+ROLLOUT_STATES = ('recorded', 'integrated', 'readout')
 
 
 def integrate_states(state0: jax.Array, actions: jax.Array) -> jax.Array:
@@ -81,8 +82,11 @@ def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, au
     """z (B, T, P, D) true tokens, actions (B, T-1, A), states (B, T, A) -> scalar losses
     {'teacher_forcing', 'rollout', 'loss' (their sum)} and, with readout (P * D, A) and
     readout_weight > 0, 'readout' (added to 'loss' times readout_weight). auto_steps in [1, T-1].
-    rollout_states: the rollout's states are the 'recorded' ones or 'integrated' from the actions
-    (integrate_states, as the planner feeds them)."""
+    rollout_states: the rollout's states are the 'recorded' ones, 'integrated' from the actions
+    (integrate_states, as the planner feeds them), or 'readout': each later state read off the
+    frame imagined before it (rollout's read_state: the recorded first state plus the read-out's
+    move from the true first frame, no gradient through it; needs readout), as the planner's
+    imagined_states='readout'."""
     steps = z.shape[1] - 1
     if not 1 <= auto_steps <= steps:
         raise ValueError(f'auto_steps={auto_steps}: must lie in [1, {steps}] for windows of {steps + 1} frames')
@@ -92,13 +96,19 @@ def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, au
     # the rollout's first step IS teacher forcing's first prediction (both see only the true frame 0)
     z_ar = z_tf[:, :1]
     if auto_steps > 1:
-        ar_states = states[:, :auto_steps]
-        if rollout_states == 'integrated':
+        ar_states, read_state = states[:, :auto_steps], None
+        if rollout_states == 'readout':
+            if readout is None:
+                raise ValueError("rollout_states='readout' reads the states off the imagined frames: pass readout")
+            # an input like the recorded state: no gradient flows back through it into the frame
+            read_state = lambda z_n: jax.lax.stop_gradient(  # noqa: E731
+                states[:, 0] + readout_lib.project(z_n - z[:, 0], readout))
+        elif rollout_states == 'integrated':
             if states.shape[-1] != actions.shape[-1]:
                 raise ValueError(f"rollout_states='integrated' adds actions to states: they have {actions.shape[-1]} "
                                  f"and {states.shape[-1]} dims; feed as many state dims as action dims")
             ar_states = integrate_states(states[:, 0], actions[:, :auto_steps])
-        z_ar = rollout(predictor, z[:, 0], actions[:, :auto_steps], ar_states)
+        z_ar = rollout(predictor, z[:, 0], actions[:, :auto_steps], ar_states, read_state)
     teacher_forcing = _l1(z_tf, z[:, 1:], loss_exp)
     rollout_loss = _l1(z_ar, z[:, 1:auto_steps + 1], loss_exp)
     out = {'teacher_forcing': teacher_forcing, 'rollout': rollout_loss, 'loss': teacher_forcing + rollout_loss}

@@ -79,6 +79,7 @@ def build_predictor(pred_cfg, encoder, seed: int) -> ACPredictor:
                        action_dim=pred_cfg.action_dim, rope_form=pred_cfg.rope_form,
                        remat_policy=pred_cfg.remat_policy, attention_impl=pred_cfg.attention_impl,
                        action_scale=pred_cfg.action_scale, state_scale=pred_cfg.state_scale,
+                       state_fourier=pred_cfg.state_fourier,
                        dtype=None if pred_cfg.dtype == 'float32'
                        else jnp.dtype(pred_cfg.dtype), rngs=nnx.Rngs(seed))
 
