@@ -58,6 +58,20 @@ def test_bad_config_values_stop_before_the_workdir_exists(tmp_path, config_file,
     assert not (tmp_path / 'run').exists()
 
 
+def test_a_rollout_on_read_out_states_alone_asks_for_cached_tokens(tmp_path):
+    """loss.rollout_states='readout' is the only use of the read-out: it is still fitted, so
+    streamed windows (data.cache_tokens=False) are refused in one line."""
+    from vjepa_jax import validate
+    no_other_use = {'data.cache_tokens': False, 'loss.readout_weight': 0.0, 'plan.energy': 'l1',
+                    'plan.imagined_states': 'integrated'}
+    path = os.path.join(ROOT, 'configs', WORLD_MODEL)
+    assert not validate.wants_readout(load_config(path, {**no_other_use, 'loss.rollout_states': 'recorded'}))
+    config = load_config(path, {**no_other_use, 'loss.rollout_states': 'readout'})
+    with pytest.raises(UsageError, match='is fitted on cached tokens'):
+        runner(WORLD_MODEL)(config, str(tmp_path / 'run'))
+    assert not (tmp_path / 'run').exists()
+
+
 def test_command_line_bad_inputs_are_one_line_with_exit_status_1(tmp_path):
     broken = tmp_path / 'broken.py'
     broken.write_text('def get_config(:\n')

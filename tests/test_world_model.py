@@ -18,7 +18,7 @@ from flax import nnx
 
 from helpers import ROOT, compiled_call, config
 from vjepa_jax import pretrained, torch_io
-from vjepa_jax.config import load_config
+from vjepa_jax.config import UsageError, load_config
 from vjepa_jax.jepa import layer_norm
 from vjepa_jax.metrics import read_jsonl
 from vjepa_jax.models import torch_names
@@ -242,6 +242,24 @@ def test_readout_rollout_states_train_the_rollout_the_planner_reads():
     assert abs(float(got['rollout']) - float(recorded['rollout'])) > 1e-6
     with pytest.raises(ValueError, match='pass readout'):
         objective.ac_losses(predictor, z, actions, states, 3, rollout_states='readout')
+    # the read state is an input: no gradient flows back through it into the imagined frames
+    graphdef, params = nnx.split(predictor)
+
+    def grads(loss):
+        return jax.tree.leaves(jax.grad(lambda p: loss(nnx.merge(graphdef, p)))(params))
+
+    def by_hand(stop):
+        def loss(pred):
+            def read_fn(z_n):
+                s = states[:, 0] + readout_lib.project(z_n - z[:, 0], w)
+                return jax.lax.stop_gradient(s) if stop else s
+            return jnp.mean(jnp.abs(objective.rollout(pred, z[:, 0], actions, states, read_fn) - z[:, 1:]))
+        return loss
+    trained = grads(lambda pred: objective.ac_losses(pred, z, actions, states, 3, readout=w,
+                                                     rollout_states='readout')['rollout'])
+    for a, b in zip(trained, grads(by_hand(True)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
+    assert max(float(jnp.abs(a - b).max()) for a, b in zip(trained, grads(by_hand(False)))) > 1e-6
 
 
 def test_auto_steps_outside_the_window_is_an_error():
@@ -547,11 +565,11 @@ def test_several_steps_per_call_train_as_one_per_call_and_resume(tmp_path):
     from vjepa_jax.world_model import collect, trainer
     episodes = collect.collect('two_rooms', str(tmp_path / 'data'), episodes=6, steps=20, log=lambda *a, **k: None)
 
-    def run(workdir, per_call):
+    def run(workdir, per_call, **changes):
         cfg = load_config('configs/world_model/two_rooms.py:test', {
             'data.episodes': episodes, 'train.num_steps': 8, 'optim.ipe': 4, 'train.log_every': 4,
             'checkpoint.every_steps': 4, 'checkpoint.keep_last': 0, 'train.steps_per_call': per_call,
-            'data.global_batch_size': 8})  # the tests' 8 CPU devices split the batch
+            'data.global_batch_size': 8, **changes})  # the tests' 8 CPU devices split the batch
         predictor, _ = trainer.train(cfg, str(workdir), log=lambda *a, **k: None)
         return (jax.tree.leaves(nnx.to_pure_dict(nnx.state(predictor))),
                 read_jsonl(os.path.join(workdir, 'metrics.jsonl')))
@@ -567,3 +585,7 @@ def test_several_steps_per_call_train_as_one_per_call_and_resume(tmp_path):
     assert again_rows == three_rows
     for a, b in zip(again, three, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # a predictor of another layout on the same workdir: one line naming the field, nothing moved
+    with pytest.raises(UsageError, match=r'--config.predictor.state_fourier=4 \(the config has 0\)'):
+        run(tmp_path / 'three', 3, **{'predictor.state_fourier': 0})
+    assert checkpoint_steps(tmp_path / 'three') == [4, 8]

@@ -268,7 +268,8 @@ def simulated_world_model(env: str, arg=None) -> ml_collections.ConfigDict:
     c.checkpoint.update(every_steps=500, keep_last=1, async_save=False)
     c.plan = ml_collections.ConfigDict(dict(
         # held-out tasks: reset seeds goal_seed + i (episodes use seed + i); settings were chosen on
-        # seeds 10_000-10_011 (the door exploration on 10_000-10_023), the reported runs use 20_000 on
+        # seeds 10_000-10_011 (the door exploration and the wall features on 10_000-10_023), the
+        # reported runs use 20_000 on
         goals=5, goal_seed=20_000,        # 5: the whole command in 12-15 min on 2 CPU cores (README)
         horizon=3, model_steps=20, energy='l1_pyramid', energy_steps='all', warm_start=True,
         replan_every=0,  # env steps executed per plan (mpc.PlanConfig; 0: one model action, frame_step)

@@ -100,6 +100,9 @@ def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, au
         if rollout_states == 'readout':
             if readout is None:
                 raise ValueError("rollout_states='readout' reads the states off the imagined frames: pass readout")
+            if readout.shape[-1] != states.shape[-1]:
+                raise ValueError(f"rollout_states='readout' reads {readout.shape[-1]} state dims off the frames, the "
+                                 f"states have {states.shape[-1]}: fit the read-out to as many dims as the states")
             # an input like the recorded state: no gradient flows back through it into the frame
             read_state = lambda z_n: jax.lax.stop_gradient(  # noqa: E731
                 states[:, 0] + readout_lib.project(z_n - z[:, 0], readout))

@@ -6,7 +6,8 @@ The encoder (config.encoder): a pretraining workdir (`workdir`, its EMA target e
 read from the checkpoint's own config), or a random init of `encoder.model` when no workdir is
 given. The predictor: models/ac_predictor.py on the encoder's token grid; objective.py's losses
 (teacher forcing + `loss.auto_steps`-step rollout L1; with `loss.readout_weight` > 0, plus the error
-along the action read-out, world_model/readout.py, fitted first and kept in WORKDIR/readout.npy).
+along the action read-out, world_model/readout.py, fitted first and kept in WORKDIR/readout.npy; the
+read-out also gives the rollout its states with `loss.rollout_states='readout'`).
 
 Data (config.data): episodes of frames (L, H, W, 3), actions (L-1, A), states (L, S), from a
 built `trajectories` TFDS dataset (data.tfds, data.data_dir) or a folder of .npz episodes
@@ -69,6 +70,23 @@ def load_frozen_encoder(enc_cfg):
         return pretrained.load_encoder(enc_cfg.workdir, config), config.model
     config = pretrained.encoder_config(enc_cfg.model.to_dict())
     return pretrained.build_encoder(config, enc_cfg.seed), config.model
+
+
+# the predictor fields that decide its parameters' shapes, with their value in a config without them
+PREDICTOR_LAYOUT = {'embed_dim': None, 'depth': None, 'num_heads': None, 'mlp_ratio': None, 'action_dim': None,
+                    'state_fourier': 0}
+
+
+def check_predictor_layout(meta: dict, config, step: int) -> None:
+    """One-line error when the workdir's checkpoint holds a predictor of another layout (not damage:
+    the checkpoint stays where it is)."""
+    saved = meta.get('config', {}).get('predictor', {})
+    held = {k: saved.get(k, default) for k, default in PREDICTOR_LAYOUT.items()}
+    diff = [f'--config.predictor.{k}={v!r} (the config has {config.predictor[k]!r})'
+            for k, v in held.items() if v is not None and v != config.predictor[k]]
+    if diff:
+        raise UsageError(f'checkpoint {step} holds a predictor of another layout: pass {"; ".join(diff)}, or use '
+                         f'a new workdir')
 
 
 def build_predictor(pred_cfg, encoder, seed: int) -> ACPredictor:
@@ -160,7 +178,7 @@ class ACTrainer:
     batch: int
     num_frames: int
     frame_step: int
-    readout: Any = dataclasses.field(default=None, compare=False)  # (P * D, A) for loss.readout_weight
+    readout: Any = dataclasses.field(default=None, compare=False)  # (P * D, A): readout_weight, rollout_states
     readout_weight: float = 0.0
     rollout_states: str = 'recorded'
 
@@ -350,7 +368,9 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
     c = config.checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=c.every_steps,
                                    keep_last=c.keep_last, async_save=c.async_save)
-    start, state, restored = ckpt.restore_newest(abstract, None if cached else data, log=log)  # damaged: skipped
+    check_meta = lambda meta, step: check_predictor_layout(meta, config, step)  # noqa: E731
+    start, state, restored = ckpt.restore_newest(abstract, None if cached else data, check_meta,
+                                                 log=log)  # damaged: skipped
     if start is None:
         start, state = 0, jax.jit(init, out_shardings=state_sh)()
     else:
