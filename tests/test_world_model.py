@@ -586,6 +586,6 @@ def test_several_steps_per_call_train_as_one_per_call_and_resume(tmp_path):
     for a, b in zip(again, three, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # a predictor of another layout on the same workdir: one line naming the field, nothing moved
-    with pytest.raises(UsageError, match=r'--config.predictor.state_fourier=4 \(the config has 0\)'):
+    with pytest.raises(UsageError, match=r'--config.predictor.state_fourier=4 \(it has 4, the config 0\)'):
         run(tmp_path / 'three', 3, **{'predictor.state_fourier': 0})
     assert checkpoint_steps(tmp_path / 'three') == [4, 8]

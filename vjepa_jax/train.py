@@ -60,12 +60,7 @@ LAYOUT_FIELDS = ('variant', 'patch_size', 'tubelet_size', 'in_chans', 'pred_dept
 
 def check_resumable(meta: dict, config, step: int) -> None:
     """One-line error when the workdir's checkpoint was made with another model layout."""
-    saved = meta.get('config', {}).get('model', {})
-    diff = [f'--config.model.{k}={saved[k]} (it has {saved[k]!r}, the config {config.model[k]!r})'
-            for k in LAYOUT_FIELDS if k in saved and saved[k] != config.model[k]]
-    if diff:
-        raise UsageError(f'checkpoint {step} was made with another model layout: pass {"; ".join(diff)}, or use '
-                         f'a new workdir')
+    validate.checkpoint_layout(meta, config, step, 'model', dict.fromkeys(LAYOUT_FIELDS))
 
 
 def check_mask_order(meta: dict, config, step: int) -> None:

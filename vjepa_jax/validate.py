@@ -98,6 +98,19 @@ def world_model_config(config, workdir_path: str) -> None:
         plan_config(config)
 
 
+def checkpoint_layout(meta: dict, config, step: int, section: str, fields: dict) -> None:
+    """One-line error when a workdir's checkpoint (its meta) was made with another layout: fields
+    maps the config.<section> fields that decide the parameters' shapes to their value in a saved
+    config without them (None: not checked then). A mismatch is not damage: nothing is moved."""
+    saved = meta.get('config', {}).get(section, {})
+    held = {k: saved.get(k, default) for k, default in fields.items()}
+    diff = [f'--config.{section}.{k}={v} (it has {v!r}, the config {config[section][k]!r})'
+            for k, v in held.items() if v is not None and v != config[section][k]]
+    if diff:
+        raise UsageError(f'checkpoint {step} was made with another {section} layout: pass {"; ".join(diff)}, or '
+                         f'use a new workdir')
+
+
 def wants_readout(config) -> bool:
     """Whether the AC trainer fits the action read-out (world_model/readout.py)."""
     plan = config.get('plan', {})

@@ -77,18 +77,6 @@ PREDICTOR_LAYOUT = {'embed_dim': None, 'depth': None, 'num_heads': None, 'mlp_ra
                     'state_fourier': 0}
 
 
-def check_predictor_layout(meta: dict, config, step: int) -> None:
-    """One-line error when the workdir's checkpoint holds a predictor of another layout (not damage:
-    the checkpoint stays where it is)."""
-    saved = meta.get('config', {}).get('predictor', {})
-    held = {k: saved.get(k, default) for k, default in PREDICTOR_LAYOUT.items()}
-    diff = [f'--config.predictor.{k}={v!r} (the config has {config.predictor[k]!r})'
-            for k, v in held.items() if v is not None and v != config.predictor[k]]
-    if diff:
-        raise UsageError(f'checkpoint {step} holds a predictor of another layout: pass {"; ".join(diff)}, or use '
-                         f'a new workdir')
-
-
 def build_predictor(pred_cfg, encoder, seed: int) -> ACPredictor:
     """The AC predictor on the encoder's per-frame token grid (H', W') and width."""
     grid = encoder.grid[-2:]
@@ -368,7 +356,8 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
     c = config.checkpoint
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), every_steps=c.every_steps,
                                    keep_last=c.keep_last, async_save=c.async_save)
-    check_meta = lambda meta, step: check_predictor_layout(meta, config, step)  # noqa: E731
+    check_meta = lambda meta, step: validate.checkpoint_layout(meta, config, step, 'predictor',  # noqa: E731
+                                                               PREDICTOR_LAYOUT)
     start, state, restored = ckpt.restore_newest(abstract, None if cached else data, check_meta,
                                                  log=log)  # damaged: skipped
     if start is None:
