@@ -31,7 +31,6 @@ import numpy as np
 from flax import nnx
 
 from vjepa_jax.world_model import objective, planners
-from vjepa_jax.world_model import readout as readout_lib
 
 
 IMAGINED_STATES = ('integrated', 'readout')
@@ -93,9 +92,7 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
             def energy_fn(actions):  # (S, H, A) -> (S,)
                 s = actions.shape[0]
                 proprio = objective.integrate_states(jnp.broadcast_to(state, (s, state.shape[-1])), actions)
-                read_state = None
-                if cfg.imagined_states == 'readout':
-                    read_state = lambda z_n: state + readout_lib.project(z_n - z0, readout)  # noqa: E731
+                read_state = objective.state_reader(state, z0, readout) if cfg.imagined_states == 'readout' else None
                 z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio,
                                       read_state)
                 if cfg.energy_steps == 'final':

@@ -63,6 +63,12 @@ def rollout(predictor, z0: jax.Array, actions: jax.Array, states: jax.Array, rea
     return z[:, 1:]
 
 
+def state_reader(state0: jax.Array, z0: jax.Array, readout: jax.Array):
+    """rollout's read_state: imagined tokens z_n (B, P, D) -> state0 (B, A) plus the read-out
+    (P * D, A) move from the tokens z0 (B, P, D) to z_n."""
+    return lambda z_n: state0 + readout_lib.project(z_n - z0, readout)
+
+
 ROLLOUT_STATES = ('recorded', 'integrated', 'readout')
 
 
@@ -104,8 +110,8 @@ def ac_losses(predictor, z: jax.Array, actions: jax.Array, states: jax.Array, au
                 raise ValueError(f"rollout_states='readout' reads {readout.shape[-1]} state dims off the frames, the "
                                  f"states have {states.shape[-1]}: fit the read-out to as many dims as the states")
             # an input like the recorded state: no gradient flows back through it into the frame
-            read_state = lambda z_n: jax.lax.stop_gradient(  # noqa: E731
-                states[:, 0] + readout_lib.project(z_n - z[:, 0], readout))
+            reader = state_reader(states[:, 0], z[:, 0], readout)
+            read_state = lambda z_n: jax.lax.stop_gradient(reader(z_n))  # noqa: E731
         elif rollout_states == 'integrated':
             if states.shape[-1] != actions.shape[-1]:
                 raise ValueError(f"rollout_states='integrated' adds actions to states: they have {actions.shape[-1]} "
