@@ -27,3 +27,29 @@ def test_remote_metrics_reach_the_checkpoint_after_a_hard_kill(tmp_path, monkeyp
         rows = metrics.read_jsonl(second.path)
     remote = metrics.read_jsonl(str(tmp_path / 'gs:' / 'bucket' / 'run' / 'metrics.jsonl'))
     assert [r['step'] for r in rows] == [r['step'] for r in remote] == list(range(10))
+
+
+def test_the_ac_read_out_of_a_remote_workdir_lands_in_the_bucket_and_is_read_back(tmp_path, monkeypatch):
+    """The AC trainer's WORKDIR/readout.npy goes through the same file layer as the checkpoints:
+    on a gs:// workdir it is written to the bucket (not to a local folder named 'gs:'), and a
+    resumed run reads that one back instead of fitting again."""
+    import ml_collections
+    import numpy as np
+
+    from vjepa_jax.world_model import trainer
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    arrays = {'tokens': rng.normal(size=(6, 10, 4, 8)).astype(np.float32),
+              'action_sums': np.cumsum(rng.normal(size=(6, 10, 2)), 1)}
+    config = ml_collections.ConfigDict({'readout': {'gaps': (1, 2), 'ridge': 1e-3}})
+    remote = tmp_path / 'remote'  # the bucket's stand-in, apart from what a local write of 'gs://...' would make
+
+    def at(fn, path, *args, **kwargs):
+        return fn(str(path).replace('gs://', f'{remote}/'), *args, **kwargs)
+    with testing.mock_epath(open=at, exists=at, makedirs=at, mkdir=at, isdir=at, stat=at):
+        w = trainer.fit_readout(config, 'gs://bucket/ac', arrays, log=lambda *a: None)
+        refit = dict(arrays, tokens=arrays['tokens'] * 2)  # a refit would give another map
+        again = trainer.fit_readout(config, 'gs://bucket/ac', refit, log=lambda *a: None)
+    np.testing.assert_array_equal(again, w)
+    np.testing.assert_array_equal(np.load(remote / 'bucket' / 'ac' / 'readout.npy'), w)
+    assert not (tmp_path / 'gs:').exists()

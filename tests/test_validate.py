@@ -123,3 +123,13 @@ def test_other_commands_bad_inputs_are_one_line_with_exit_status_1(tmp_path):
         lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip()]
         assert run.returncode == 1 and lines[-1].startswith(start), (args, run.stderr[-1500:])
         assert 'Traceback' not in run.stderr and not (tmp_path / f'w{n}').exists(), (args, run.stderr[-1500:])
+    # the evaluators write local files: a remote workdir is refused before anything is written
+    for args in (['vjepa_jax.world_model.measure'],
+                 ['vjepa_jax.evals.intuitive_physics', '--config=configs/demo.py', '--random_init',
+                  f'--pairs={tmp_path}/missing.csv']):
+        run = subprocess.run([sys.executable, '-m', *args, '--workdir=gs://bucket/eval'], capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT))
+        lines = [ln for ln in run.stderr.strip().splitlines() if ln.strip()]
+        assert run.returncode == 1 and lines[-1].startswith('error: --workdir=gs://bucket/eval: ') and \
+            'pass a local --workdir' in lines[-1], (args, run.stderr[-1500:])
+        assert not (tmp_path / 'gs:').exists()

@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import traceback
+import warnings
 from typing import Any, Callable
 
 import grain
@@ -137,22 +138,60 @@ class _StorageNoise(logging.Filter):
             return
         for name in ('absl', 'asyncio', 'concurrent.futures'):
             logging.getLogger(name).addFilter(_StorageNoise())
-        previous = sys.excepthook
+        previous_hook, previous_unraisable = sys.excepthook, sys.unraisablehook
 
-        def hook(kind, value, tb):  # TensorStore's callbacks into an event loop orbax closed after the failure
-            tb_or_own = tb if tb is not None else getattr(value, '__traceback__', None)
-            frames = [f.name for f in traceback.extract_tb(tb_or_own)] if tb_or_own is not None else []
-            if isinstance(value, RuntimeError) and 'Event loop is closed' in str(value) and \
-                    'call_soon_threadsafe' in frames:
-                return
-            previous(kind, value, tb)
-        sys.excepthook = hook
+        def hook(kind, value, tb):
+            if not _closed_loop_echo(value, tb):
+                previous_hook(kind, value, tb)
+
+        def unraisable(report):  # where TensorStore's callbacks report (they run on its own threads)
+            if not _closed_loop_echo(report.exc_value, report.exc_traceback):
+                previous_unraisable(report)
+        sys.excepthook, sys.unraisablehook = hook, unraisable
+
+
+def _closed_loop_echo(value: BaseException | None, tb) -> bool:
+    """True for a TensorStore callback into the event loop that orbax closed after a write failed."""
+    tb = tb if tb is not None else getattr(value, '__traceback__', None)
+    frames = [f.name for f in traceback.extract_tb(tb)] if tb is not None else []
+    return isinstance(value, RuntimeError) and 'Event loop is closed' in str(value) and \
+        'call_soon_threadsafe' in frames
+
+
+def close_quietly(closers: list[Callable[[], Any]], log: Callable = print) -> None:
+    """Run each closer (the checkpointer's close, the metrics') after a failure: their own
+    errors (a full disk again) are said in a line each and never hide the first one."""
+    for close in closers:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001
+            log(f'(while stopping: {one_line(e)})')
+
+
+def stopped(e: BaseException, ckpt: 'Checkpointer', step: int, closers: list[Callable[[], Any]],
+            log: Callable = print) -> BaseException:
+    """After a training loop failed with `e` at `step`: close quietly, then -> the exception to
+    raise: `e` itself, or for a full disk / quota / permission failure a one-line StorageError
+    naming what could not be written and the newest checkpoint that verifies (the failed write's
+    echoes from orbax's and TensorStore's threads kept off the terminal)."""
+    full = storage_error(e)
+    with stderr_aside(full is not None):
+        close_quietly(closers, log)
+        last = Checkpointer(ckpt.directory).latest_verified_step() if full else None
+    if full is None:
+        return e
+    # the write's abandoned coroutines would warn once more as the interpreter exits
+    warnings.filterwarnings('ignore', message="coroutine '.*' was never awaited", category=RuntimeWarning)
+    return StorageError(
+        f'could not write {full} at step {step}: stopped; the newest checkpoint that verifies is '
+        f'{f"step {last}" if last is not None else "none"} in {ckpt.directory} (free space or fix permissions, '
+        f'then rerun to resume)')
 
 
 @contextlib.contextmanager
 def stderr_aside(active: bool = True):
-    """Send file descriptor 2 to a temporary file for the block (background threads' tracebacks
-    of a write that already failed: TensorStore prints them below Python's hooks)."""
+    """Send file descriptor 2 to a temporary file for the block (what the writer threads of a
+    write that already failed print there directly while they are stopped)."""
     if not active:
         yield
         return
@@ -228,7 +267,8 @@ class Checkpointer:
         while not os.path.exists(path):
             path = os.path.dirname(path)
         free = shutil.disk_usage(path).free
-        if free < 1.1 * need + (1 << 20):  # (the written files take a few % more than the arrays)
+        need = 1.1 * need + (1 << 20)  # the written files take a few % more than the arrays
+        if free < need:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
                           f'checkpoint {step} in {self.directory} (it needs about {need / 2**20:.1f} MiB, '
                           f'{free / 2**20:.1f} MiB are free)')

@@ -27,7 +27,10 @@ class JsonlWriter:
         self._file = open(self.path, 'a', buffering=1)
 
     def write(self, step: int, metrics: dict) -> None:
-        self._file.write(json.dumps({'step': int(step), **{k: float(v) for k, v in metrics.items()}}) + '\n')
+        try:
+            self._file.write(json.dumps({'step': int(step), **{k: float(v) for k, v in metrics.items()}}) + '\n')
+        except OSError as e:  # a full disk: say which file
+            raise OSError(e.errno, e.strerror, self.path) from None
 
     def close(self) -> None:
         self._file.close()
@@ -54,9 +57,12 @@ class TensorBoardWriter:
         self._writer = SummaryWriter(self.logdir, purge_step=start_step or None)
 
     def write(self, step: int, metrics: dict) -> None:
-        for key, value in metrics.items():
-            self._writer.add_scalar(key, float(value), int(step))
-        self._writer.flush()
+        try:
+            for key, value in metrics.items():
+                self._writer.add_scalar(key, float(value), int(step))
+            self._writer.flush()
+        except OSError as e:  # a full disk: say which folder
+            raise OSError(e.errno, e.strerror, self.logdir) from None
 
     def close(self) -> None:
         self._writer.close()

@@ -88,19 +88,6 @@ def check_finite(out: dict, step: int, ckpt: checkpoint.Checkpointer) -> None:
                                  f'(lower optim.lr or set optim.clip_grad, then rerun to resume)')
 
 
-def finish_quietly(ckpt, writer, plot: bool, log: Callable) -> None:
-    """Close the checkpointer and the metrics after a failure: their own errors (a full disk
-    again) are said in a line each and never hide the first one."""
-    steps = [ckpt.close, writer.close]
-    if plot:
-        steps.insert(1, lambda: metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png')))
-    for close in steps:
-        try:
-            close()
-        except Exception as e:  # noqa: BLE001
-            log(f'(while stopping: {checkpoint.one_line(e)})')
-
-
 # ======================================================================================
 # The loop
 # ======================================================================================
@@ -190,16 +177,12 @@ def _train(config, workdir: str, log: Callable) -> dict:
                 break
         ckpt.close()  # the last asynchronous save lands here (its errors too)
     except Exception as e:
-        full = checkpoint.storage_error(e)
-        with checkpoint.stderr_aside(full is not None):  # the failed write's echoes from orbax's threads
-            finish_quietly(ckpt, writer, main_process and done > start, log)
-            last = checkpoint.Checkpointer(ckpt.directory).latest_verified_step() if full else None
-        if full is None:
+        plot = [lambda: metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'))]
+        failure = checkpoint.stopped(e, ckpt, done, [ckpt.close, *(plot if main_process and done > start else []),
+                                                     writer.close], log)
+        if failure is e:
             raise
-        raise checkpoint.StorageError(
-            f'could not write {full} at step {done}: stopped; the newest checkpoint that verifies is '
-            f'{f"step {last}" if last is not None else "none"} in {ckpt.directory} (free space or fix permissions, '
-            f'then rerun to resume)') from None
+        raise failure from None
     else:
         if main_process and done > start:
             metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'))

@@ -31,6 +31,14 @@ def workdir(path: str) -> None:
         raise UsageError(f'--workdir={path} is a file: pass a folder (it is created when missing)')
 
 
+def local_workdir(path: str, tool: str) -> None:
+    """The evaluators and the world-model measurement write plain local files (results, pictures)."""
+    workdir(path)
+    if '://' in path:
+        raise UsageError(f'--workdir={path}: {tool} writes its results as local files; pass a local --workdir '
+                         f'(and copy it up afterwards)')
+
+
 def pretrain_config(config, workdir_path: str) -> None:
     """Every field a pretraining run reads that can be wrong in a way its code would meet late."""
     from vjepa_jax.models.factory import DTYPES
@@ -142,7 +150,7 @@ def eval_config(config, workdir_path: str) -> None:
     """Frozen-feature classification (evals/probe_eval.py)."""
     from vjepa_jax.models.probe import STYLES
     from vjepa_jax.models.vit import ATTENTION_IMPLS
-    workdir(workdir_path)
+    local_workdir(workdir_path, 'probe_eval')
     one_of(config, 'encoder.which', ('target_encoder', 'encoder'))
     one_of(config, 'probe.style', STYLES)
     one_of(config, 'probe.attention_impl', ATTENTION_IMPLS)

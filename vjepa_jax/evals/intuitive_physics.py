@@ -331,9 +331,11 @@ def define_flags():
 
 
 def main(argv):
+    from vjepa_jax import validate
     from vjepa_jax.config import UsageError
     if _CONFIG.value is None or not FLAGS.workdir or not FLAGS.pairs:
         raise UsageError('pass --config=CONFIG --pairs=LIST --workdir=DIR and --checkpoint=WORKDIR (or --random_init)')
+    validate.local_workdir(FLAGS.workdir, 'intuitive_physics')
     try:
         overrides = {f.name: FLAGS[f.name].value for f in dataclasses.fields(SurpriseConfig)
                      if FLAGS[f.name].value is not None}

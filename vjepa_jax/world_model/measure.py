@@ -159,7 +159,7 @@ def main(argv):
     bad = [n for n in f.conditions if n not in CONDITIONS]
     if bad:
         raise config_lib.UsageError(f'--conditions: {bad[0]!r} is not one of {list(CONDITIONS)}')
-    validate.workdir(f.workdir)
+    validate.local_workdir(f.workdir, 'measure')
     os.makedirs(f.workdir, exist_ok=True)
     # the conditions that differ only in parameters (trained / untrained) compile the same programs
     jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(f.workdir), 'jax_cache'))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
+import io
 import json
 import os
 import time
@@ -44,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 
 from vjepa_jax import checkpoint, metrics, optim, sharding, validate, workdir_lock
@@ -239,10 +241,9 @@ def fit_readout(config, workdir: str, train_arrays: dict, log: Callable = print)
     w = readout_lib.fit(train_arrays['tokens'], train_arrays['action_sums'], config.readout.gaps,
                         config.readout.ridge)
     if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path + '.tmp', 'wb') as f:
-            np.save(f, w)
-        os.replace(path + '.tmp', path)
+        buffer = io.BytesIO()
+        np.save(buffer, w)
+        write_file(path, buffer.getvalue())
     log(f'action read-out {w.shape} fitted on {train_arrays["tokens"].shape[0]} episodes in {time.time() - t0:.1f}s '
         f'({path})')
     return w
@@ -250,8 +251,21 @@ def fit_readout(config, workdir: str, train_arrays: dict, log: Callable = print)
 
 def load_readout(workdir: str) -> np.ndarray | None:
     """WORKDIR/readout.npy of an AC workdir, or None when that run fitted none."""
-    path = os.path.join(workdir, READOUT_FILE)
-    return np.load(path) if os.path.exists(path) else None
+    path = epath.Path(workdir, READOUT_FILE)
+    return np.load(io.BytesIO(path.read_bytes())) if path.exists() else None
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write `data` to a local or remote (gs://) path; a local file goes through a temporary name
+    (never seen half-written), a remote object appears whole."""
+    if '://' in path:
+        epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        epath.Path(path).write_bytes(data)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'wb') as f:
+        f.write(data)
+    os.replace(path + '.tmp', path)
 
 
 class StepPosition:
@@ -390,6 +404,11 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
     def reports(step):  # after this step: metrics, and maybe a checkpoint
         return step % config.train.log_every == 0 or saves(step + 1)
 
+    def plot():  # the loss curve, once this run has done a step
+        keys = ('teacher_forcing', 'rollout') + (('val_rollout',) if cached else ())
+        return [lambda: metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'), keys=keys)] \
+            if done > start and jax.process_index() == 0 else []
+
     def steps_from(step):  # a pure function of the step, so a resumed run repeats the same calls
         fits = step + per_call <= total and not any(reports(s) for s in range(step, step + per_call - 1))
         return per_call if per_call > 1 and fits else 1
@@ -417,12 +436,14 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
                 if saves(done):
                     writer.sync()  # a remote workdir's metrics reach this checkpoint
                     ckpt.save(done, state, data, {**meta, 'step': done}, force=True)
-    finally:
-        ckpt.close()
-        if done > start and jax.process_index() == 0:
-            metrics.plot_loss_curve(writer.path, os.path.join(writer.dir, 'loss.png'),
-                                    keys=('teacher_forcing', 'rollout') + (('val_rollout',) if cached else ()))
-        writer.close()
+        ckpt.close()  # the last asynchronous save lands here (its errors too)
+    except Exception as e:
+        failure = checkpoint.stopped(e, ckpt, done, [ckpt.close, *plot(), writer.close], log)
+        if failure is e:
+            raise
+        raise failure from None
+    for close in (*plot(), writer.close):
+        close()
     nnx.update(predictor, jax.device_get(state['params']))
     return predictor, {k: float(v) for k, v in jax.device_get(out).items()}
 
