@@ -462,6 +462,36 @@ def test_latent_policy_is_cem_on_the_imagined_final_frames_energy(converted_ac, 
     np.testing.assert_allclose(actions, np.asarray(want), atol=1e-5)
 
 
+def test_an_ensemble_plans_on_the_members_mean_energy_plus_spread_times_their_std(converted_ac, planning_problem):
+    """latent_policy with two predictors: exactly planners.cem on mean + spread x std of the two
+    members' energies written out here; two copies of one predictor plan as that one alone."""
+    encoder, predictor = converted_ac
+    frames, states, z0, goal, _, _ = planning_problem
+    other = nnx.clone(predictor)
+    noise = jax.random.split(jax.random.key(5), len(jax.tree.leaves(nnx.state(other, nnx.Param))))
+    nnx.update(other, jax.tree.map(lambda x, k: x + 0.05 * jax.random.normal(k, x.shape, x.dtype),
+                                   nnx.state(other, nnx.Param),
+                                   jax.tree.unflatten(jax.tree.structure(nnx.state(other, nnx.Param)), list(noise))))
+    cfg = mpc.PlanConfig(planner='cem', horizon=2, proprio_dims=7, ensemble_spread=0.5,
+                         cem=planners.CEMConfig(samples=8, elites=2, iterations=2))
+    key = jax.random.key(1)
+    actions = np.asarray(mpc.latent_policy(encoder, [predictor, other], cfg, LOW, HIGH)(
+        jnp.asarray(frames), jnp.asarray(states), goal, key))
+
+    def one(z0, state, goal, key):
+        def energy(plans):
+            each = jnp.stack([episode_energy(p, z0, state, goal, plans) for p in (predictor, other)])
+            return each.mean(0) + 0.5 * jnp.sqrt(((each - each.mean(0)) ** 2).mean(0))
+        return planners.cem(energy, key, dataclasses.replace(cfg.cem, horizon=2, action_dim=7), LOW, HIGH)[0]
+    want = jax.vmap(one)(z0, jnp.asarray(states), goal, jax.random.split(key, 2))
+    np.testing.assert_allclose(actions, np.asarray(want), atol=1e-5)
+    alone = mpc.latent_policy(encoder, predictor, cfg, LOW, HIGH)(jnp.asarray(frames), jnp.asarray(states), goal, key)
+    twice = mpc.latent_policy(encoder, [predictor, predictor], cfg, LOW, HIGH)(
+        jnp.asarray(frames), jnp.asarray(states), goal, key)
+    np.testing.assert_allclose(np.asarray(twice), np.asarray(alone), atol=1e-5)
+    assert not np.allclose(actions, np.asarray(alone), atol=1e-3)  # the second member changes the plan
+
+
 # -- 3: the AC trainer resumes bit for bit after SIGKILL ------------------------------------------
 TRAIN_STEPS = 8
 

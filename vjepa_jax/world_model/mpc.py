@@ -49,6 +49,7 @@ class PlanConfig:
     proprio_dims: int = 2                # the state's first dims fed to the predictor
     imagined_states: str = 'integrated'  # the rollout's later states: 'integrated' from the actions (V-JEPA 2-AC)
                                          # | 'readout': state + the read-out's move from the current frame
+    ensemble_spread: float = 0.0         # several predictors: energy = their mean + this x their std
     cem: planners.CEMConfig = planners.CEMConfig()
     gradient: planners.GradientConfig = planners.GradientConfig()
 
@@ -68,9 +69,14 @@ def model_bounds(env, frame_step: int) -> tuple:
 
 def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) -> Callable:
     """-> policy(frames (E, H, W, 3) uint8, states (E, S), goal_tokens (E, P, D), key) -> (E, horizon, A).
-    readout (P * D, A): the action read-out that cfg.energy='readout' measures in (world_model/readout.py)."""
+    readout (P * D, A): the action read-out that cfg.energy='readout' measures in (world_model/readout.py).
+    predictor: one AC predictor, or a list of M of the same layout (an ensemble: each imagines the
+    plan, and the energy is the members' mean + cfg.ensemble_spread x their std, so that a plan
+    whose outcome the members disagree on, a model error to exploit, costs more)."""
     enc_def, enc_state = nnx.split(encoder)
-    pred_def, pred_state = nnx.split(predictor)
+    members = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
+    pred_def, _ = nnx.split(members[0])
+    pred_state = jax.tree.map(lambda *x: jnp.stack(x), *(nnx.split(m)[1] for m in members))  # (M, ...) leaves
     grid = encoder.grid[-2:]
     a_dim = len(np.atleast_1d(low))
     readout = None if readout is None else jnp.asarray(readout)  # objective.energy says when one is missing
@@ -85,20 +91,23 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
 
     @jax.jit
     def plan(enc_state, pred_state, frames, states, goal_tokens, keys, inits):
-        predictor = nnx.merge(pred_def, pred_state)
         z_now = objective.encode_frames(nnx.merge(enc_def, enc_state), frames[:, None])[:, 0]
 
         def one(z0, state, z_goal, key, init):
-            def energy_fn(actions):  # (S, H, A) -> (S,)
+            def member_energy(member_state, actions):  # one predictor: (S, H, A) -> (S,)
                 s = actions.shape[0]
                 proprio = objective.integrate_states(jnp.broadcast_to(state, (s, state.shape[-1])), actions)
                 read_state = objective.state_reader(state, z0, readout) if cfg.imagined_states == 'readout' else None
-                z = objective.rollout(predictor, jnp.broadcast_to(z0, (s, *z0.shape)), actions, proprio,
-                                      read_state)
+                z = objective.rollout(nnx.merge(pred_def, member_state), jnp.broadcast_to(z0, (s, *z0.shape)),
+                                      actions, proprio, read_state)
                 if cfg.energy_steps == 'final':
                     return energy(z[:, -1], z_goal)
                 per_step = jax.vmap(lambda zk: energy(zk, z_goal), in_axes=1)(z)
                 return per_step.mean(0)
+
+            def energy_fn(actions):  # (S, H, A) -> (S,)
+                each = jax.vmap(member_energy, in_axes=(0, None))(pred_state, actions)  # (M, S)
+                return each.mean(0) + cfg.ensemble_spread * each.std(0) if len(members) > 1 else each[0]
             if cfg.planner == 'cem':
                 best, _ = planners.cem(energy_fn, key, dataclasses.replace(cfg.cem, horizon=cfg.horizon,
                                                                            action_dim=a_dim), low, high, init)
