@@ -75,8 +75,9 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
     whose outcome the members disagree on, a model error to exploit, costs more)."""
     enc_def, enc_state = nnx.split(encoder)
     members = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
-    pred_def, _ = nnx.split(members[0])
-    pred_state = jax.tree.map(lambda *x: jnp.stack(x), *(nnx.split(m)[1] for m in members))  # (M, ...) leaves
+    pred_def, states = nnx.graphdef(members[0]), [nnx.state(m) for m in members]
+    ensemble = len(members) > 1
+    pred_state = jax.tree.map(lambda *x: jnp.stack(x), *states) if ensemble else states[0]  # (M, ...) leaves
     grid = encoder.grid[-2:]
     a_dim = len(np.atleast_1d(low))
     readout = None if readout is None else jnp.asarray(readout)  # objective.energy says when one is missing
@@ -106,8 +107,10 @@ def latent_policy(encoder, predictor, cfg: PlanConfig, low, high, readout=None) 
                 return per_step.mean(0)
 
             def energy_fn(actions):  # (S, H, A) -> (S,)
+                if not ensemble:
+                    return member_energy(pred_state, actions)
                 each = jax.vmap(member_energy, in_axes=(0, None))(pred_state, actions)  # (M, S)
-                return each.mean(0) + cfg.ensemble_spread * each.std(0) if len(members) > 1 else each[0]
+                return each.mean(0) + cfg.ensemble_spread * each.std(0)
             if cfg.planner == 'cem':
                 best, _ = planners.cem(energy_fn, key, dataclasses.replace(cfg.cem, horizon=cfg.horizon,
                                                                            action_dim=a_dim), low, high, init)

@@ -437,7 +437,7 @@ def _train(config, workdir: str, log: Callable, prepared: tuple | None) -> tuple
                     writer.sync()  # a remote workdir's metrics reach this checkpoint
                     ckpt.save(done, state, data, {**meta, 'step': done}, force=True)
         ckpt.close()  # the last asynchronous save lands here (its errors too)
-    except Exception as e:
+    except BaseException as e:  # Ctrl-C too: the save in flight lands and the metrics close, as before
         failure = checkpoint.stopped(e, ckpt, done, [ckpt.close, *plot(), writer.close], log)
         if failure is e:
             raise
