@@ -60,3 +60,25 @@ def test_mpc_replans_every_few_env_steps_within_the_same_budget(replan_every):
     np.testing.assert_allclose(out['distances'][0], np.linalg.norm(walked - env.goal), atol=1e-5)
     with pytest.raises(ValueError, match='replan_every=6'):
         mpc.run_episodes([TwoRooms()], [3], policy, mpc.PlanConfig(frame_step=5, replan_every=6), jax.random.key(0))
+
+
+def test_recorded_frames_are_each_model_steps_observation():
+    """record=1 keeps the episode's frames as they were: the first is the reset's, each later one
+    the observation after that model action (not the batch's frame buffer, which moves on)."""
+    from vjepa_jax.world_model import mpc
+    from vjepa_jax.worlds.two_rooms import TwoRooms
+    cfg = mpc.PlanConfig(horizon=1, frame_step=5, model_steps=3)
+
+    def policy(frames, states, goal, key):
+        return jnp.tile(jnp.asarray([0.0, -0.25]), (len(frames), cfg.horizon, 1))  # left, 0.05 per env step
+
+    out = mpc.run_episodes([TwoRooms(), TwoRooms()], [3, 4], policy, cfg, jax.random.key(0), record=1)
+    env = TwoRooms()
+    want = [env.reset(seed=3)[0]]
+    for _ in range(3):
+        for _ in range(5):
+            obs = env.step(np.array([0.0, -0.05]))[0]
+        want.append(obs)
+    assert len(out['frames'][0]) == 4
+    np.testing.assert_array_equal(out['frames'][0], np.stack(want))
+    assert not np.array_equal(want[0], want[-1])

@@ -221,7 +221,7 @@ def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: Pl
     frames, states = np.stack(obs), np.stack([i['state'] for i in infos]).astype(np.float32)
     done = np.array([i['success'] for i in infos])
     distance = np.array([i['distance'] for i in infos])
-    recorded = [[f] for f in frames[:record]]
+    recorded = [[f.copy()] for f in frames[:record]]  # (frames' rows are overwritten as the episodes run)
     executed = [[] for _ in envs]
     plan_time, plan_actions = 0.0, 0
     policy(jnp.asarray(frames), jnp.asarray(states), goal, key)  # compile outside the timing
@@ -245,7 +245,7 @@ def run_episodes(envs: Sequence, seeds: Sequence[int], policy: Callable, cfg: Pl
                     break
             frames[i], states[i] = obs, info['state']
             if i < record:
-                recorded[i].append(obs)
+                recorded[i].append(frames[i].copy())
     return {'success': 100.0 * float(done.mean()), 'final_distance': float(distance.mean()),
             'seconds_per_action': plan_time / max(plan_actions, 1), 'distances': distance.tolist(),
             'successes': done.tolist(), 'frames': [np.stack(r) for r in recorded], 'goal_images': goal_images,
