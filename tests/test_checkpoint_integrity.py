@@ -193,3 +193,28 @@ def test_verify_tool_command(tmp_path):
     bad = subprocess.run([sys.executable, '-m', 'vjepa_jax.tools.verify_checkpoints', f'--workdir={tmp_path}/none'],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith('error: --workdir=')
+
+
+def test_a_storage_failure_inside_the_writer_names_the_checkpoint_directory(tmp_path, monkeypatch):
+    """orbax writes some files with plain file objects, whose OSError carries no file name, and
+    TensorStore says ENOSPC only in its text: the Checkpointer names its own directory for both,
+    and the run's one line then says what could not be written."""
+    ckpt = checkpoint.Checkpointer(str(tmp_path / 'checkpoints'), every_steps=1, async_save=False)
+    state = state_at(1)
+    failures = [OSError(28, 'No space left on device'),  # file.write() in a thread: no file name
+                RuntimeError('Error writing "state/d/0": [UNKNOWN] No space left on device')]
+    for failure in failures:
+        def fail(*args, **kwargs):
+            raise failure
+        monkeypatch.setattr(ckpt.manager, 'save', fail)
+        with pytest.raises(OSError) as raised:
+            ckpt.save(1, state, Position(1), {}, force=True)
+        assert raised.value.filename == f'a checkpoint file in {tmp_path}/checkpoints'
+        assert raised.value.__cause__ is failure
+        assert checkpoint.storage_error(raised.value) == (
+            f'a checkpoint file in {tmp_path}/checkpoints (no space left on the device)')
+    monkeypatch.setattr(ckpt.manager, 'save', lambda *a, **k: (_ for _ in ()).throw(ValueError('not storage')))
+    with pytest.raises(ValueError, match='not storage'):  # other failures pass unchanged
+        ckpt.save(1, state, Position(1), {}, force=True)
+    assert checkpoint.storage_error(OSError(28, 'No space left on device')) == (
+        'a file in the workdir (no space left on the device)')

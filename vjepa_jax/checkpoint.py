@@ -100,21 +100,30 @@ _STORAGE_ERRNOS = {errno.ENOSPC: 'no space left on the device', errno.EDQUOT: 'd
                    errno.EROFS: 'read-only filesystem'}
 
 
-def storage_error(e: BaseException) -> str | None:
-    """'PATH (no space left on the device)' when e, or an exception it came from, is a full disk,
-    a quota, a permission or a read-only filesystem (orbax's and TensorStore's own errors say so
-    in their text); None otherwise."""
+def _storage_cause(e: BaseException) -> tuple | None:
+    """(errno, file name or None) of the first full-disk, quota, permission or read-only failure
+    in e's chain (orbax's and TensorStore's own errors say so in their text); None otherwise."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
-            return f'{e.filename or "the workdir"} ({_STORAGE_ERRNOS[e.errno]})'
+            return e.errno, e.filename
         text = str(e)
-        for code, words in _STORAGE_ERRNOS.items():
+        for code in _STORAGE_ERRNOS:
             if os.strerror(code) in text:
-                return f'a checkpoint file ({words})'
+                return code, None
         e = e.__cause__ or e.__context__
     return None
+
+
+def storage_error(e: BaseException) -> str | None:
+    """'PATH (no space left on the device)' when e, or an exception it came from, is a full disk,
+    a quota, a permission or a read-only filesystem; None otherwise."""
+    found = _storage_cause(e)
+    if found is None:
+        return None
+    code, name = found
+    return f'{name or "a file in the workdir"} ({_STORAGE_ERRNOS[code]})'
 
 
 class _StorageNoise(logging.Filter):
@@ -233,6 +242,18 @@ class Checkpointer:
             item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: grain.checkpoint.CheckpointHandler(),
                            META: ocp.JsonCheckpointHandler()})
 
+    @contextlib.contextmanager
+    def _naming_failed_writes(self):
+        """A storage failure inside orbax (whose file writes raise OSError without a file name,
+        or TensorStore errors that give one only in their text) -> OSError naming this directory."""
+        try:
+            yield
+        except Exception as e:
+            found = _storage_cause(e)
+            if found is None or found[1]:
+                raise
+            raise OSError(found[0], os.strerror(found[0]), f'a checkpoint file in {self.directory}') from e
+
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
         return self.manager.latest_step()
@@ -250,9 +271,10 @@ class Checkpointer:
         meta = {**meta, 'checksums': state_checksums(state)}
         if force or self.should_save(step):
             self.check_space(step, state)
-        return self.manager.save(step, args=ocp.args.Composite(**{
-            STATE: ocp.args.StandardSave(state), DATA: grain.checkpoint.CheckpointSave(data_iterator),
-            META: ocp.args.JsonSave(meta)}), force=force)
+        with self._naming_failed_writes():
+            return self.manager.save(step, args=ocp.args.Composite(**{
+                STATE: ocp.args.StandardSave(state), DATA: grain.checkpoint.CheckpointSave(data_iterator),
+                META: ocp.args.JsonSave(meta)}), force=force)
 
     def check_space(self, step: int, state: Any) -> None:
         """OSError(ENOSPC) before writing anything when the checkpoint directory's filesystem has
@@ -262,7 +284,8 @@ class Checkpointer:
             return
         need = sum(shard.data.nbytes for leaf in jax.tree.leaves(state) if isinstance(leaf, jax.Array)
                    for shard in leaf.addressable_shards if shard.replica_id == 0)
-        self.manager.wait_until_finished()  # the previous save's bytes are on disk (and counted) first
+        with self._naming_failed_writes():  # the previous save's bytes are on disk (and counted) first
+            self.manager.wait_until_finished()
         path = os.path.abspath(self.directory)
         while not os.path.exists(path):
             path = os.path.dirname(path)
@@ -373,11 +396,13 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Block until background saves are on disk."""
-        self.manager.wait_until_finished()
+        with self._naming_failed_writes():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        with self._naming_failed_writes():
+            self.manager.wait_until_finished()
+            self.manager.close()
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

@@ -39,8 +39,15 @@ if __name__ == '__main__':
 
 def world_config(config):
     from vjepa_jax.worlds import physics
-    w = config.demo.world
-    return physics.WorldConfig(size=w.size, num_frames=w.num_frames)
+    w, default = config.demo.world, physics.WorldConfig()
+    cfg = physics.WorldConfig(size=w.size, num_frames=w.num_frames,
+                              max_objects=w.get('max_objects', default.max_objects),
+                              radius=tuple(w.get('radius', default.radius)),
+                              occluder_width=w.get('occluder_width', default.occluder_width))
+    if cfg.occluder_width <= 2 * cfg.radius[1]:
+        raise ValueError(f'demo.world.occluder_width={cfg.occluder_width} does not hide an object of radius '
+                         f'{cfg.radius[1]}: set it above {2 * cfg.radius[1]} (twice the largest radius)')
+    return cfg
 
 
 def make_world(config, workdir: str, log=print) -> str:
