@@ -167,6 +167,7 @@ def test_surprise_windows_before_the_break_are_identical(tmp_path, micro_jepa):
     np.testing.assert_array_equal(s_p[before], s_i[before])
     assert np.all(s_p[after] != s_i[after])
     assert result['possible']['frames'] == (starts + 4).tolist()
+    assert result['possible']['last_frames'] == (starts + 7).tolist()
     summary = ip.summarise([result])
     assert summary['teleport']['accuracy'] == 100.0 * result['correct'] + 50.0 * result['tie']
 
@@ -188,6 +189,30 @@ def test_token_reductions_equal_a_hand_computation(micro_jepa):
     per_token = model.token_windows(frames)
     assert per_token.shape[:2] == (2, 2)
     np.testing.assert_allclose(model.windows(frames), np.sort(per_token, -1)[..., -3:].mean(-1), rtol=1e-6)
+
+
+def test_surprise_curves_aligned_on_the_break_equal_a_hand_computation(tmp_path):
+    """The plot's curves: x = a window's last predicted frame minus the pair's break frame, each
+    pair measured from its level before the break (the mean where the twins' surprises are equal),
+    NaN where a pair has no window; and the plot is drawn."""
+    from vjepa_jax.evals import intuitive_physics as ip
+    row = lambda b, last, possible, impossible: {
+        'property': 'teleport', 'group': f'b{b}', 'break_frame': b, 'correct': True, 'tie': False,
+        'possible': {'frames': [f - 3 for f in last], 'last_frames': last, 'surprise': possible,
+                     'score': max(possible)},
+        'impossible': {'frames': [f - 3 for f in last], 'last_frames': last, 'surprise': impossible,
+                       'score': max(impossible)}}
+    group = [row(10, [8, 10, 12], [1.0, 3.0, 2.0], [1.0, 3.0, 5.0]),   # level (1 + 3) / 2 = 2
+             row(11, [9, 11, 13], [4.0, 4.5, 5.0], [4.0, 6.0, 7.0])]   # level 4
+    x, possible, impossible = ip.aligned_curves(group)
+    np.testing.assert_array_equal(x, [-2, 0, 2])
+    np.testing.assert_array_equal(possible, [[-1.0, 1.0, 0.0], [0.0, 0.5, 1.0]])
+    np.testing.assert_array_equal(impossible, [[-1.0, 1.0, 3.0], [0.0, 2.0, 3.0]])
+    shifted = row(12, [9, 11], [1.0, 2.0], [1.0, 4.0])  # x -3 and -1: columns no other pair has
+    x, possible, _ = ip.aligned_curves(group + [shifted])
+    np.testing.assert_array_equal(x, [-3, -2, -1, 0, 2])
+    np.testing.assert_array_equal(possible[2], [0.0, np.nan, 1.0, np.nan, np.nan])
+    assert os.path.getsize(ip.plot_surprise(group + [shifted], str(tmp_path / 's.png'))) > 0
 
 
 def test_groups_are_judged_by_summed_surprise():

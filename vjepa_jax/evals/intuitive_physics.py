@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -175,14 +176,17 @@ class SurpriseModel:
         return reduce_tokens(self.token_windows(frames), self.cfg.tokens, self.cfg.top_k)
 
     def video(self, frames: np.ndarray) -> dict:
-        """-> {'frames': first target frame of each window (in the video's own frame numbers),
+        """-> {'frames' / 'last_frames': first / last target frame of each window (in the video's own
+        frame numbers),
         'surprise': (num windows,), 'per_step': (num windows, target steps), 'score'}."""
         per_step = self.windows(frames)
         surprise = per_step.mean(-1)
         score = surprise.max() if self.cfg.reduce == 'max' else surprise.mean()
-        first = (window_starts(len(frames), self.cfg) + self.cfg.context) * self.cfg.frame_step
-        return {'frames': first.tolist(), 'surprise': surprise.tolist(), 'per_step': per_step.tolist(),
-                'score': float(score)}
+        starts = window_starts(len(frames), self.cfg)
+        first = (starts + self.cfg.context) * self.cfg.frame_step
+        last = (starts + self.cfg.window - 1) * self.cfg.frame_step
+        return {'frames': first.tolist(), 'last_frames': last.tolist(), 'surprise': surprise.tolist(),
+                'per_step': per_step.tolist(), 'score': float(score)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -235,9 +239,32 @@ def summarise(results: list) -> dict:
     return out
 
 
+def aligned_curves(group: list) -> tuple:
+    """Pairs with a known break frame -> (x, possible, impossible): x = a window's last predicted
+    frame minus the pair's break frame (from 0 on, a window predicts frames after the break), curves (pairs, len(x)) NaN where a pair has no such window,
+    each pair's surprise minus its level before the break (the mean over the windows its twins
+    share, where the two surprises are equal), so that the spread is the pairs' change, not the
+    spread of their levels."""
+    rel = [np.asarray(r['possible'].get('last_frames', r['possible']['frames'])) - r['break_frame'] for r in group]
+    x = np.arange(min(f.min() for f in rel), max(f.max() for f in rel) + 1)
+    x = x[np.isin(x, np.concatenate(rel))]
+    curves = {w: np.full((len(group), len(x)), np.nan) for w in ('possible', 'impossible')}
+    for i, (r, f) in enumerate(zip(group, rel)):
+        p, q = (np.asarray(r[w]['surprise']) for w in ('possible', 'impossible'))
+        shared = p[:len(q)] == q[:len(p)]
+        level = p[:len(shared)][shared].mean() if shared.any() else p[0]
+        for w, curve in (('possible', p), ('impossible', q)):
+            n = min(len(curve), len(f))
+            curves[w][i, np.searchsorted(x, f[:n])] = curve[:n] - level
+    return x, curves['possible'], curves['impossible']
+
+
 def plot_surprise(results: list, path: str, title: str = '') -> str:
-    """One panel per property: mean surprise over time of the possible (blue) and impossible (red)
-    videos (the pairs' shortest length), the mean break frame dashed."""
+    """One panel per property: surprise over time of the possible (blue) and impossible (red)
+    videos, mean and +-1 std over the pairs. Where every pair knows its break frame the curves are
+    aligned on it (x = frames after the break, dashed at 0) and each pair is measured from its level
+    before the break (aligned_curves); otherwise absolute surprise over the video's frames (the
+    pairs' shortest length), the mean break frame dashed where known."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -245,26 +272,37 @@ def plot_surprise(results: list, path: str, title: str = '') -> str:
     cols = min(3, len(props))
     rows = -(-len(props) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    aligned_any = False
     for ax, prop in zip(axes.flat, props):
         group = [r for r in results if r['property'] == prop]
-        n = min(len(r[w]['surprise']) for r in group for w in ('possible', 'impossible'))
-        x = group[0]['possible']['frames'][:n]
+        if all(r['break_frame'] >= 0 for r in group):
+            aligned_any = True
+            x, possible, impossible = aligned_curves(group)
+            curves = {'possible': possible, 'impossible': impossible}
+            ax.axvline(0, color='k', ls='--', lw=1)
+            ax.axhline(0, color='grey', lw=0.5)
+            ax.set_xlabel('last predicted frame - break frame', fontsize=8)
+        else:
+            n = min(len(r[w]['surprise']) for r in group for w in ('possible', 'impossible'))
+            x = np.asarray(group[0]['possible']['frames'][:n])
+            curves = {w: np.array([r[w]['surprise'][:n] for r in group]) for w in ('possible', 'impossible')}
+            breaks = [r['break_frame'] for r in group if r['break_frame'] >= 0]
+            if breaks:
+                ax.axvline(np.mean(breaks), color='k', ls='--', lw=1)
+            ax.set_xlabel('first predicted frame', fontsize=8)
         for w, colour in (('possible', 'tab:blue'), ('impossible', 'tab:red')):
-            curves = np.array([r[w]['surprise'][:n] for r in group])
-            mean, sd = curves.mean(0), curves.std(0)
+            with np.errstate(invalid='ignore'), warnings.catch_warnings():
+                warnings.simplefilter('ignore', RuntimeWarning)  # a column with no pair: NaN
+                mean, sd = np.nanmean(curves[w], 0), np.nanstd(curves[w], 0)
             ax.plot(x, mean, color=colour, label=w)
             ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.15)
-        breaks = [r['break_frame'] for r in group if r['break_frame'] >= 0]
-        if breaks:
-            ax.axvline(np.mean(breaks), color='k', ls='--', lw=1)
         groups = len({r['group'] for r in group})
         ax.set_title(f'{prop}: {group_accuracy(group):.0f}% of {groups} ' + ('pairs' if groups == len(group) else
                                                                                 'groups'), fontsize=9)
-        ax.set_xlabel('first predicted frame', fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(props):]:
         ax.axis('off')
-    axes.flat[0].set_ylabel('surprise (L1)')
+    axes.flat[0].set_ylabel('surprise - level before the break' if aligned_any else 'surprise (L1)', fontsize=8)
     axes.flat[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
