@@ -44,11 +44,12 @@ def get_config(arg=None):
                    ema=(0.99, 1.0))
     c.train.update(log_every=25, tensorboard=False)
     c.checkpoint.update(every_steps=250, keep_last=1, async_save=False)
-    world = WorldConfig()  # the world's defaults: objects per video, their radius range (px), the screen's width
+    world = WorldConfig()  # the world's defaults (px, px/frame^2); the demo's world: demo.world
     c.demo = ml_collections.ConfigDict(dict(
         world=ml_collections.ConfigDict(dict(train=400, validation=160, pairs_per_kind=16, size=64,
                                              num_frames=32, seed=0, max_objects=world.max_objects,
-                                             radius=world.radius, occluder_width=world.occluder_width)),
+                                             radius=world.radius, occluder_width=world.occluder_width,
+                                             gravity=world.gravity, wall_prob=world.wall_prob)),
         facts=('num_objects', 'gravity', 'speed', 'collision'),  # probed latent facts (physics.FACTS)
         probe_epochs=8, probe_batch_size=16, probe_lr=(3e-3,), probe_weight_decay=(0.01,),
         voe_stride=1, voe_reduce='max', voe_mask_generator='future',  # the surprise test's mask token

@@ -99,7 +99,9 @@ def test_demo_command_line_overrides_are_checked(tmp_path):
     workdir = str(tmp_path / 'demo')
     for argv, expected in ((['--config.optim.no_such_field=1'], 'no_such_field'),
                            (['--config.optim.lr=fast'], 'optim.lr=fast'),
-                           (['--config.optim.lr'], 'optim.lr')):
+                           (['--config.optim.lr'], 'optim.lr'),
+                           (['--config.demo.world.occluder_width=10.0'],  # narrower than an object
+                            'demo.world.occluder_width=10.0 does not hide an object of radius')):
         r = run_tool('vjepa_jax.demo', f'--workdir={workdir}', '--config=configs/demo.py:test', *argv)
         assert r.returncode != 0 and expected in r.stderr, r.stderr[-2000:]
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -39,11 +39,9 @@ if __name__ == '__main__':
 
 def world_config(config):
     from vjepa_jax.worlds import physics
-    w, default = config.demo.world, physics.WorldConfig()
-    cfg = physics.WorldConfig(size=w.size, num_frames=w.num_frames,
-                              max_objects=w.get('max_objects', default.max_objects),
-                              radius=tuple(w.get('radius', default.radius)),
-                              occluder_width=w.get('occluder_width', default.occluder_width))
+    fields = {f.name for f in dataclasses.fields(physics.WorldConfig)}  # the rest: the world's defaults
+    cfg = physics.WorldConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                 for k, v in config.demo.world.items() if k in fields})
     if cfg.occluder_width <= 2 * cfg.radius[1]:
         raise ValueError(f'demo.world.occluder_width={cfg.occluder_width} does not hide an object of radius '
                          f'{cfg.radius[1]}: set it above {2 * cfg.radius[1]} (twice the largest radius)')
