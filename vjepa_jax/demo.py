@@ -40,12 +40,11 @@ if __name__ == '__main__':
 def world_config(config):
     from vjepa_jax.worlds import physics
     fields = {f.name for f in dataclasses.fields(physics.WorldConfig)}  # the rest: the world's defaults
-    cfg = physics.WorldConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
-                                 for k, v in config.demo.world.items() if k in fields})
-    if cfg.occluder_width <= 2 * cfg.radius[1]:
-        raise ValueError(f'demo.world.occluder_width={cfg.occluder_width} does not hide an object of radius '
-                         f'{cfg.radius[1]}: set it above {2 * cfg.radius[1]} (twice the largest radius)')
-    return cfg
+    try:
+        return physics.WorldConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                      for k, v in config.demo.world.items() if k in fields})
+    except ValueError as e:  # WorldConfig's own checks, said with the config's key
+        raise ValueError(f'demo.world.{e}') from None
 
 
 def make_world(config, workdir: str, log=print) -> str:

@@ -241,10 +241,10 @@ def summarise(results: list) -> dict:
 
 def aligned_curves(group: list) -> tuple:
     """Pairs with a known break frame -> (x, possible, impossible): x = a window's last predicted
-    frame minus the pair's break frame (from 0 on, a window predicts frames after the break), curves (pairs, len(x)) NaN where a pair has no such window,
-    each pair's surprise minus its level before the break (the mean over the windows its twins
-    share, where the two surprises are equal), so that the spread is the pairs' change, not the
-    spread of their levels."""
+    frame minus the pair's break frame (from 0 on, a window predicts frames after the break);
+    curves (pairs, len(x)), NaN where a pair has no such window: each pair's surprise minus its
+    level before the break (the mean over the windows its twins share, where the two surprises
+    are equal), so that the spread is the pairs' change, not the spread of their levels."""
     rel = [np.asarray(r['possible'].get('last_frames', r['possible']['frames'])) - r['break_frame'] for r in group]
     x = np.arange(min(f.min() for f in rel), max(f.max() for f in rel) + 1)
     x = x[np.isin(x, np.concatenate(rel))]

@@ -72,6 +72,11 @@ class WorldConfig:
     break_range: tuple = (0.35, 0.6)         # impossible events start in this fraction of the clip
     min_visible_diff: int = 40               # impossible twin: at least this many changed pixels after b
 
+    def __post_init__(self):
+        if self.occluder_width <= 2 * self.radius[1]:
+            raise ValueError(f'occluder_width={self.occluder_width} does not hide an object of radius '
+                             f'{self.radius[1]}: set it above {2 * self.radius[1]} (twice the largest radius)')
+
 
 @dataclasses.dataclass
 class Scene:
