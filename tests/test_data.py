@@ -93,6 +93,35 @@ def test_decoded_frames_follow_the_original_clip_rule(built):
         np.testing.assert_array_equal(late, [n - 10, n - 1, 3, n - 1])  # past the end: the last frame
 
 
+@pytest.mark.parametrize('ext, threads', [('mp4', 1), ('mp4', 2), ('webm', 1)])
+def test_decoding_skips_unwanted_non_reference_frames_and_gives_the_same_frames(tmp_path, ext, threads):
+    import io
+
+    import av
+
+    from vjepa_jax.data import synthetic
+    path = str(tmp_path / f'clip.{ext}')
+    decode.encode_video(synthetic.render_clip(np.random.default_rng(0), 120, 64), path, fps=30)
+    data = open(path, 'rb').read()
+    with av.open(io.BytesIO(data)) as container:  # every frame, decoded plainly
+        everything = [(av.video.frame.PictureType(f.pict_type).name, f.to_ndarray(format='rgb24'))
+                      for f in container.decode(video=0)]
+    full = np.stack([f for _, f in everything])
+    for idx in ([3, 7, 11, 15, 19], [40, 44, 48, 52, 56, 60], [0, 1, 2, 119], [97, 5, 5, 33]):
+        np.testing.assert_array_equal(decode.decode_frames(data, idx, threads=threads), full[idx])
+    if ext == 'mp4':  # H.264 with B-frames: the unwanted non-reference ones are not decoded
+        assert sum(t == 'B' for t, _ in everything) > 20
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            index = lambda pts: round((pts - (stream.start_time or 0)) * stream.time_base * 30)  # noqa: E731
+            out = [(index(f.pts), f.to_ndarray(format='rgb24'))
+                   for f in decode._decode_wanted(container, stream, lambda pts: index(pts) % 4 == 0)]
+        assert len(full) // 2 < len(out) < len(full)
+        kept = [i for i, _ in out]
+        np.testing.assert_array_equal(np.stack([f for _, f in out]), full[kept])
+        assert set(range(0, len(full), 4)) <= set(kept)
+
+
 def test_clip_index_rules_by_hand():
     class Fixed:  # the original draws end = randint(span, partition)
         def integers(self, lo, hi):

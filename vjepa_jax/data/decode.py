@@ -80,7 +80,7 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
     """Frames at `indices` (any order, repeats allowed) -> (len(indices), H, W, 3) uint8.
 
     Seeks to the keyframe before the first wanted frame and decodes forward only up to the
-    last wanted one. An index past the end of the stream repeats the last decoded frame
+    last wanted one, skipping the non-reference frames it does not want (_decode_wanted). An index past the end of the stream repeats the last decoded frame
     (the original pads short videos with their last frame); require_all makes it an error."""
     indices = np.asarray(indices, np.int64)
     wanted = np.unique(indices)
@@ -95,7 +95,7 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
         if first_t > 1.0:  # seek only when it saves work
             container.seek(int(start_pts + first_t / tb), stream=stream, backward=True, any_frame=False)
         got, last, wanted_set = {}, None, set(wanted.tolist())
-        for frame in container.decode(stream):
+        for frame in _decode_wanted(container, stream, lambda pts: round((pts - start_pts) * tb * fps) in wanted_set):
             idx = int(round(((frame.pts or 0) - start_pts) * tb * fps))
             last = frame
             if idx in got or idx < wanted[0]:
@@ -113,6 +113,18 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
         kept = np.array(sorted(got))
         # each index reads its frame, or the last decoded frame before it (past the end)
         return np.stack([got[kept[max(np.searchsorted(kept, i, side='right') - 1, 0)]] for i in indices])
+
+
+def _decode_wanted(container, stream, is_wanted):
+    """Decoded frames of `stream` from the container's position, skipping the packets that
+    nothing needs: a packet whose own frame is not wanted (is_wanted(pts) False) is decoded
+    only if later frames refer to it (FFmpeg's skip_frame 'NONREF': B-frames that are not
+    references are dropped unread, the rest decode as usual), so every wanted frame comes out
+    the same as when decoding everything."""
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        codec.skip_frame = 'NONREF' if packet.pts is not None and not is_wanted(packet.pts) else 'DEFAULT'
+        yield from packet.decode()
 
 
 def decode_image(data: bytes, name: str = 'image') -> np.ndarray:
