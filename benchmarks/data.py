@@ -7,6 +7,7 @@ the same files at the same worker count and batch, measured in turns with ours.
 
   python benchmarks/data.py [--videos 8 --frames 300 --size 256 --workers 0 1 2]
   python benchmarks/data.py --workers 2 --original=/path/to/jepa --rounds 2
+  python benchmarks/data.py --workers 2 --uint8 ...   # ours also with uint8 clips (data.uint8_clips)
 """
 from __future__ import annotations
 
@@ -78,11 +79,11 @@ def raw_decode_rates(paths, num_frames, clips_per_video=4):
     return rates
 
 
-def pipeline_rate(data_dir, workers, batch, num_frames, size, batches):
+def pipeline_rate(data_dir, workers, batch, num_frames, size, batches, uint8=False):
     from vjepa_jax import masks
     from vjepa_jax.data import pipeline
     src = pipeline.TfdsSource('video_csv', data_dir)
-    cfg = pipeline.ClipConfig(frames_per_clip=num_frames, frame_step=4, crop_size=size)
+    cfg = pipeline.ClipConfig(frames_per_clip=num_frames, frame_step=4, crop_size=size, uint8=uint8)
     sampler = masks.MultiBlockMaskSampler((num_frames // 2, size // 16, size // 16), seed=0)
     it = iter(pipeline.make_dataset([src], None, cfg, batch_size=batch, mask_sampler=sampler, seed=0,
                                     num_workers=workers))
@@ -140,6 +141,7 @@ def main():
     ap.add_argument('--batches', type=int, default=6)
     ap.add_argument('--original', default='', help="a checkout of facebookresearch/jepa (its 'src' and 'app')")
     ap.add_argument('--rounds', type=int, default=1, help='turns of ours and the original (with --original)')
+    ap.add_argument('--uint8', action='store_true', help='also time ours with uint8 clips (data.uint8_clips)')
     args = ap.parse_args()
     from vjepa_jax.data import build
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,11 +154,16 @@ def main():
             print(f'raw decode, {name:7s}: {r:7.1f} clips/s (1 process)')
         base = rates['pyav']
         for w in args.workers:
-            ours, original = [], []
+            ours, ours_uint8, original = [], [], []
             for _ in range(args.rounds):
                 ours.append(pipeline_rate(os.path.join(tmp, 'tfds'), w, args.batch, 16, 224, args.batches))
                 print(f'pipeline, {w} worker(s): {ours[-1]:7.1f} clips/s = {ours[-1] / base:.2f} x raw PyAV decode '
                       f'(decode + crop + resize + flip + normalise + masks + batch)', flush=True)
+                if args.uint8:
+                    ours_uint8.append(pipeline_rate(os.path.join(tmp, 'tfds'), w, args.batch, 16, 224, args.batches,
+                                                    uint8=True))
+                    print(f'pipeline, uint8 clips, {w} worker(s): {ours_uint8[-1]:7.1f} clips/s = '
+                          f'{ours_uint8[-1] / base:.2f} x raw PyAV decode', flush=True)
                 if args.original:
                     original.append(original_rate(args.original, os.path.join(tmp, 'list.csv'), w, args.batch, 16,
                                                   224, args.batches))
@@ -164,6 +171,9 @@ def main():
             if original:
                 print(f'{w} worker(s), median of {args.rounds}: ours {np.median(ours):.2f} clips/s, original '
                       f'{np.median(original):.2f}: ours {np.median(ours) / np.median(original):.2f}x', flush=True)
+                if ours_uint8:
+                    print(f'{w} worker(s), median of {args.rounds}: ours with uint8 clips {np.median(ours_uint8):.2f} '
+                          f'clips/s: {np.median(ours_uint8) / np.median(original):.2f}x the original', flush=True)
 
 
 if __name__ == '__main__':

@@ -41,7 +41,8 @@ def get_config(arg=None):
     # batch 8: also divides over the 8 CPU devices the tests simulate (configs/demo.py:test keeps it)
     c.data.update(datasets='physics_world', global_batch_size=8, frame_step=2, crop_scale=(0.6, 1.0),
                   flip=False,  # no flip: keep the world's handedness (left / right gravity)
-                  decoded_cache_mb=512)  # the world's 400 videos decoded: 157 MB, decoded once each
+                  decoded_cache_mb=512,  # the world's 400 videos decoded: 157 MB, decoded once each
+                  uint8_clips=False)  # float clips, as docs/demo.md's figures were measured
     c.optim.update(ipe=140, epochs=10, warmup=1, ipe_scale=1.0, start_lr=2e-4, lr=3e-3, final_lr=1e-5,
                    ema=(0.99, 1.0))
     c.train.update(log_every=25, tensorboard=False)

@@ -169,8 +169,9 @@ def test_transforms_resize_flip_normalise_and_eval_views():
     assert not np.allclose(views[0], views[2])
 
 
-def make(sources, *, weights=None, seed=0, batch=4, workers=0, start=0, decoded_cache_mb=0):
-    cfg = pipeline.ClipConfig(frames_per_clip=8, frame_step=2, crop_size=32, decoded_cache_mb=decoded_cache_mb)
+def make(sources, *, weights=None, seed=0, batch=4, workers=0, start=0, decoded_cache_mb=0, uint8=False):
+    cfg = pipeline.ClipConfig(frames_per_clip=8, frame_step=2, crop_size=32, decoded_cache_mb=decoded_cache_mb,
+                              uint8=uint8)
     sampler = masks.MultiBlockMaskSampler((4, 2, 2), [masks.BlockSpec(num_blocks=1, spatial_scale=(0.25, 0.25))])
     return pipeline.make_dataset(sources, weights, cfg, batch_size=batch, mask_sampler=sampler, seed=seed,
                                  num_workers=workers, start_step=start)
@@ -195,6 +196,23 @@ def test_pipeline_determinism_and_exact_resume(built):
     by_step = next(iter(make([src], start=3)))  # starting at a step gives that step's batch
     np.testing.assert_array_equal(by_step['clips'], want[0]['clips'])
     assert first[0]['clips'].shape == (4, 8, 32, 32, 3) and first[0]['skipped'] == 0
+
+
+def test_uint8_batches_are_the_float_batches_rounded_and_normalise_on_the_device(built):
+    """data.uint8_clips: the same clips, crops and flips as uint8 0-255 (a quarter of the bytes);
+    normalised on the device they are within one level of the float pipeline's."""
+    import jax.numpy as jnp
+    src = pipeline.TfdsSource('video_csv', built[0])
+    floats, ints = iter(make([src])), iter(make([src], uint8=True))
+    for _ in range(2):
+        f, u = next(floats), next(ints)
+        assert u['clips'].dtype == np.uint8 and u['clips'].shape == f['clips'].shape
+        np.testing.assert_array_equal(u['masks'][0][0], f['masks'][0][0])
+        on_device = np.asarray(transforms.normalize_on_device(jnp.asarray(u['clips'])))
+        level = 1.0 / transforms.STD.min()  # one 0-255 level, normalised
+        assert np.abs(on_device - f['clips']).max() <= 1.01 * level
+        np.testing.assert_allclose(on_device, transforms.normalize(u['clips'].astype(np.float32)), atol=1e-5)
+    assert transforms.normalize_on_device(f['clips']) is f['clips']  # float clips: already normalised
 
 
 def test_decoded_video_cache_gives_the_same_batches(built):
@@ -294,11 +312,12 @@ def test_images_are_repeated_into_clips(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_on_a_built_dataset(built, tmp_path):
+@pytest.mark.parametrize('uint8_clips', [False, True])
+def test_training_on_a_built_dataset(built, tmp_path, uint8_clips):
     from helpers import config
     from vjepa_jax import train
     cfg = config('tiny', **{'data.datasets': 'video_csv', 'data.data_dir': built[0], 'train.num_steps': 3,
-                            'train.log_every': 1})
+                            'train.log_every': 1, 'data.uint8_clips': uint8_clips})
     train.train(cfg, str(tmp_path), log=lambda *_: None)
     rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
     assert len(rows) == 3 and rows[-1]['skipped_records'] == 0 and np.isfinite(rows[-1]['loss'])

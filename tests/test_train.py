@@ -52,6 +52,23 @@ def test_step_compiles_once_and_target_moves_only_by_ema(tiny):
     assert sum(leaf.ndim > 0 for leaf in opt_leaves) == 2 * n_online  # Adam mu and nu
 
 
+def test_a_uint8_batch_trains_as_the_same_clips_normalised_on_the_host(tiny):
+    """data.uint8_clips: the step normalises uint8 clips itself; the same step as on the float
+    clips that the host pipeline would make from them."""
+    from vjepa_jax.data import transforms
+    cfg, trainer, sampler, state = tiny
+    rng = np.random.default_rng(0)
+    b, m = cfg.data.global_batch_size, cfg.model
+    raw = rng.integers(0, 256, (b, m.num_frames, m.img_size, m.img_size, 3), dtype=np.uint8)
+    mask_list = sampler(0, b)
+    step_fn = jax.jit(trainer.train_step)
+    from_uint8, out_u = step_fn(state, jnp.asarray(raw), mask_list)
+    from_float, out_f = step_fn(state, jnp.asarray(transforms.normalize(raw.astype(np.float32))), mask_list)
+    np.testing.assert_allclose(float(out_u['loss']), float(out_f['loss']), rtol=1e-5)
+    for a, c in zip(jax.tree.leaves(from_uint8['params']), jax.tree.leaves(from_float['params'])):
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-6)
+
+
 def test_effective_rank_counts_directions():
     rng = np.random.default_rng(0)
     iso = rng.normal(size=(4096, 16))

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from vjepa_jax import checkpoint, jepa, optim, sharding
+from vjepa_jax.data import transforms
 from vjepa_jax.models.factory import build_models, num_mask_tokens
 
 
@@ -60,8 +61,10 @@ class Trainer:
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     def train_step(self, state, clips, mask_list):
-        """Pure: (state, clips (B, T, H, W, C), [(ctx (B, Kc), tgt (B, Kt))]) -> (state, metrics)."""
+        """Pure: (state, clips (B, T, H, W, C) normalised float32, or uint8 0-255 normalised here,
+        [(ctx (B, Kc), tgt (B, Kt))]) -> (state, metrics)."""
         step = state['step']
+        clips = transforms.normalize_on_device(clips)
         h = self.targets(state['target_encoder'], clips)
         (loss, per_mask), grads = self.loss_and_grads(state['params'], state['target_encoder'], clips, mask_list, h)
         updates, opt_state = self.optimizer.update(grads, state['opt_state'], state['params'])
@@ -89,7 +92,8 @@ def make_trainer(config) -> Trainer:
 def batch_specs(config, sampler, mesh) -> tuple:
     """Abstract global (clips, masks) with their batch shardings."""
     m, b = config.model, config.data.global_batch_size
-    clips = jax.ShapeDtypeStruct((b, m.num_frames, m.img_size, m.img_size, m.in_chans), jnp.float32,
+    dtype = jnp.uint8 if config.data.get('uint8_clips') and config.data.datasets else jnp.float32  # DataStream's
+    clips = jax.ShapeDtypeStruct((b, m.num_frames, m.img_size, m.img_size, m.in_chans), dtype,
                                  sharding=sharding.batch_sharding(mesh, 5))
     mask_sh = sharding.batch_sharding(mesh, 2)
     mask_list = [(jax.ShapeDtypeStruct((b, kc), jnp.int32, sharding=mask_sh),

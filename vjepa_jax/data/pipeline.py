@@ -38,6 +38,7 @@ class ClipConfig:
     flip: bool = True
     max_retries: int = 20
     decoded_cache_mb: int = 0  # > 0: keep each video's decoded frames up to this many MB (small datasets)
+    uint8: bool = False        # clips as uint8 0-255 (normalised by the train step on the device)
 
 
 class DataError(RuntimeError):
@@ -151,7 +152,7 @@ class DecodedVideos:
 
 def load_clip(record: dict, rng: np.random.Generator, cfg: ClipConfig, decoded: DecodedVideos | None = None
               ) -> np.ndarray:
-    """One training clip (T, S, S, 3) float32 from a record; raises decode.DecodeError."""
+    """One training clip (T, S, S, 3) float32 (uint8 with cfg.uint8) from a record; raises decode.DecodeError."""
     if 'image' in record:
         frames = np.repeat(np.asarray(record['image'])[None], cfg.frames_per_clip, axis=0)
     else:
@@ -163,7 +164,8 @@ def load_clip(record: dict, rng: np.random.Generator, cfg: ClipConfig, decoded: 
         else:
             key = record.get('id', record.get('path'))
             frames = decoded.frames(record['video'], idx, int(record['num_frames']), name, key)
-    return transforms.train_transform(frames, rng, cfg.crop_size, cfg.crop_scale, cfg.crop_ratio, cfg.flip)
+    return transforms.train_transform(frames, rng, cfg.crop_size, cfg.crop_scale, cfg.crop_ratio, cfg.flip,
+                                      uint8=cfg.uint8)
 
 
 class LoadClip(grain.transforms.RandomMap):

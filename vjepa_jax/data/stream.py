@@ -3,7 +3,8 @@ the grain pipeline (data.datasets) or generated clips (data.datasets = ''), with
 that checkpoints save and restore.
 
     stream = DataStream(config, sampler, shard_index, shard_count)
-    clips, mask_list = next(stream)      # clips (b, T, H, W, 3) float32, [(ctx (b, Kc), tgt (b, Kt))]
+    clips, mask_list = next(stream)      # clips (b, T, H, W, 3) float32 (uint8: data.uint8_clips),
+                                         # [(ctx (b, Kc), tgt (b, Kt))]
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class DataStream:
             clip_cfg = pipeline.ClipConfig(frames_per_clip=m.num_frames, frame_step=d.frame_step,
                                            target_fps=d.target_fps, crop_size=m.img_size,
                                            crop_scale=tuple(d.crop_scale), crop_ratio=tuple(d.crop_ratio),
-                                           flip=d.flip, decoded_cache_mb=d.decoded_cache_mb)
+                                           flip=d.flip, decoded_cache_mb=d.decoded_cache_mb,
+                                           uint8=bool(d.get('uint8_clips', False)))
 
             def grain_iterator(start_step: int):
                 return iter(pipeline.make_dataset(

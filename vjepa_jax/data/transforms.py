@@ -4,7 +4,8 @@ Training: one random resized crop for all frames (area scale (0.3, 1.0), log-uni
 (0.75, 1.35), 10 tries then a centre crop), bilinear resize (align_corners=False, no
 antialias), horizontal flip with p 0.5, ImageNet normalisation on 0-255 values.
 Evaluation: resize the short side to the crop size, then 3 crops along the long side.
-Shapes: clips (T, H, W, 3) uint8 in, (T, S, S, 3) float32 out.
+Shapes: clips (T, H, W, 3) uint8 in, (T, S, S, 3) float32 out (train_transform(uint8=True):
+uint8 out, unnormalised, for batches that the train step normalises on the device).
 """
 from __future__ import annotations
 
@@ -85,12 +86,35 @@ def normalize(clip: np.ndarray) -> np.ndarray:
 
 
 def train_transform(clip: np.ndarray, rng: np.random.Generator, size: int = 224, scale=(0.3, 1.0),
-                    ratio=(0.75, 1.35), flip: bool = True) -> np.ndarray:
+                    ratio=(0.75, 1.35), flip: bool = True, uint8: bool = False) -> np.ndarray:
+    """uint8: return the resized clip as uint8 0-255, unnormalised (the same crop and flip; the
+    resize rounds to whole levels, within 1 of the float resize), for normalize_on_device."""
     top, left, h, w = crop_box(rng, clip.shape[1], clip.shape[2], scale, ratio)
-    out = resize(clip[:, top:top + h, left:left + w], size, size)
+    crop = clip[:, top:top + h, left:left + w]
+    out = resize_uint8(crop, size, size) if uint8 else resize(crop, size, size)
     if flip and rng.uniform() < 0.5:
         out = hflip(out)
-    return normalize(out)
+    return out if uint8 else normalize(out)
+
+
+def resize_uint8(clip: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, H, W, C) uint8 -> (T, height, width, C) uint8, bilinear (OpenCV's fixed-point resize)."""
+    if cv2 is None:
+        return np.clip(np.rint(resize_reference(clip, height, width)), 0, 255).astype(np.uint8)
+    out = np.empty((clip.shape[0], height, width, clip.shape[3]), np.uint8)
+    for frame, dst in zip(clip, out):
+        dst[...] = cv2.resize(np.ascontiguousarray(frame), (width, height),
+                              interpolation=cv2.INTER_LINEAR).reshape(dst.shape)
+    return out
+
+
+def normalize_on_device(clips):
+    """Clips of any dtype -> float32 (clip - MEAN) / STD as a jax array; float32 clips are taken as
+    already normalised (the host pipeline's default) and returned as they are. For uint8 batches."""
+    import jax.numpy as jnp
+    if clips.dtype != jnp.uint8:
+        return clips
+    return clips.astype(jnp.float32) * jnp.asarray(1.0 / STD) + jnp.asarray(-MEAN / STD)
 
 
 def hflip(clip: np.ndarray) -> np.ndarray:
