@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
         num_workers=0,            # grain worker processes (0: decode in the main process)
         decoded_cache_mb=0,       # > 0: decode each video once and keep it, up to this many MB per source
         uint8_clips=True,         # workers send uint8 clips (a quarter of the bytes), normalised in the step:
-                                  # 1.75x the clips/s of float clips' 1.03x the original's (docs/scaling.md);
+                                  # 1.75x the original loader's clips/s, float clips 1.03x (docs/scaling.md);
                                   # the resize rounds to whole levels (within 1 of the original's float resize)
     ))
     c.train = ml_collections.ConfigDict(dict(

@@ -80,8 +80,9 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
     """Frames at `indices` (any order, repeats allowed) -> (len(indices), H, W, 3) uint8.
 
     Seeks to the keyframe before the first wanted frame and decodes forward only up to the
-    last wanted one, skipping the non-reference frames it does not want (_decode_wanted). An index past the end of the stream repeats the last decoded frame
-    (the original pads short videos with their last frame); require_all makes it an error."""
+    last wanted one, skipping the non-reference frames it does not want (_decode_wanted). An
+    index past the end of the stream repeats the last decoded frame (the original pads short
+    videos with their last frame); require_all makes it an error."""
     indices = np.asarray(indices, np.int64)
     wanted = np.unique(indices)
     with _reading(data, name) as container:
