@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from vjepa_jax import checkpoint, jepa, optim, sharding
-from vjepa_jax.data import transforms
+from vjepa_jax.data import stream, transforms
 from vjepa_jax.models.factory import build_models, num_mask_tokens
 
 
@@ -92,7 +92,7 @@ def make_trainer(config) -> Trainer:
 def batch_specs(config, sampler, mesh) -> tuple:
     """Abstract global (clips, masks) with their batch shardings."""
     m, b = config.model, config.data.global_batch_size
-    dtype = jnp.uint8 if config.data.get('uint8_clips') and config.data.datasets else jnp.float32  # DataStream's
+    dtype = jnp.uint8 if stream.uint8_clips(config) else jnp.float32  # what DataStream yields
     clips = jax.ShapeDtypeStruct((b, m.num_frames, m.img_size, m.img_size, m.in_chans), dtype,
                                  sharding=sharding.batch_sharding(mesh, 5))
     mask_sh = sharding.batch_sharding(mesh, 2)

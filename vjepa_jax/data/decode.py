@@ -96,8 +96,9 @@ def decode_frames(data: bytes, indices, name: str = 'video', threads: int = 1, r
         if first_t > 1.0:  # seek only when it saves work
             container.seek(int(start_pts + first_t / tb), stream=stream, backward=True, any_frame=False)
         got, last, wanted_set = {}, None, set(wanted.tolist())
-        for frame in _decode_wanted(container, stream, lambda pts: round((pts - start_pts) * tb * fps) in wanted_set):
-            idx = int(round(((frame.pts or 0) - start_pts) * tb * fps))
+        index_of = lambda pts: int(round((pts - start_pts) * tb * fps))  # noqa: E731 (display-order index)
+        for frame in _decode_wanted(container, stream, lambda pts: index_of(pts) in wanted_set):
+            idx = index_of(frame.pts or 0)
             last = frame
             if idx in got or idx < wanted[0]:
                 continue

@@ -14,6 +14,11 @@ from vjepa_jax.config import UsageError
 from vjepa_jax.data import synthetic
 
 
+def uint8_clips(config) -> bool:
+    """Whether the stream's clips are uint8 (data.uint8_clips, from datasets; generated clips are float32)."""
+    return bool(config.data.get('uint8_clips', False) and config.data.datasets)
+
+
 class DataStream:
     """One shard's batches in step order: next() -> (clips (b, T, H, W, 3) float32, masks).
     b = global batch / shard_count; shard_index picks this host's rows. The position
@@ -40,7 +45,7 @@ class DataStream:
                                            target_fps=d.target_fps, crop_size=m.img_size,
                                            crop_scale=tuple(d.crop_scale), crop_ratio=tuple(d.crop_ratio),
                                            flip=d.flip, decoded_cache_mb=d.decoded_cache_mb,
-                                           uint8=bool(d.get('uint8_clips', False)))
+                                           uint8=uint8_clips(config))
 
             def grain_iterator(start_step: int):
                 return iter(pipeline.make_dataset(

@@ -56,15 +56,17 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
-def resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, H, W, C) -> (T, height, width, C) float32, bilinear (align_corners=False, no antialias)."""
+def resize(clip: np.ndarray, height: int, width: int, dtype=np.float32) -> np.ndarray:
+    """(T, H, W, C) -> (T, height, width, C) dtype, bilinear (align_corners=False, no antialias).
+    dtype uint8: OpenCV's fixed-point resize of the uint8 frames, within one level of float32's."""
     if cv2 is not None:
-        out = np.empty((clip.shape[0], height, width, clip.shape[3]), np.float32)
+        out = np.empty((clip.shape[0], height, width, clip.shape[3]), dtype)
         for frame, dst in zip(clip, out):
-            dst[...] = cv2.resize(frame.astype(np.float32), (width, height),
+            dst[...] = cv2.resize(np.ascontiguousarray(frame.astype(dtype, copy=False)), (width, height),
                                   interpolation=cv2.INTER_LINEAR).reshape(dst.shape)
         return out
-    return resize_reference(clip, height, width)
+    out = resize_reference(clip, height, width)
+    return out if out.dtype == dtype else np.clip(np.rint(out), 0, 255).astype(dtype)
 
 
 def resize_reference(clip: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -91,21 +93,10 @@ def train_transform(clip: np.ndarray, rng: np.random.Generator, size: int = 224,
     resize rounds to whole levels, within 1 of the float resize), for normalize_on_device."""
     top, left, h, w = crop_box(rng, clip.shape[1], clip.shape[2], scale, ratio)
     crop = clip[:, top:top + h, left:left + w]
-    out = resize_uint8(crop, size, size) if uint8 else resize(crop, size, size)
+    out = resize(crop, size, size, np.uint8 if uint8 else np.float32)
     if flip and rng.uniform() < 0.5:
         out = hflip(out)
     return out if uint8 else normalize(out)
-
-
-def resize_uint8(clip: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, H, W, C) uint8 -> (T, height, width, C) uint8, bilinear (OpenCV's fixed-point resize)."""
-    if cv2 is None:
-        return np.clip(np.rint(resize_reference(clip, height, width)), 0, 255).astype(np.uint8)
-    out = np.empty((clip.shape[0], height, width, clip.shape[3]), np.uint8)
-    for frame, dst in zip(clip, out):
-        dst[...] = cv2.resize(np.ascontiguousarray(frame), (width, height),
-                              interpolation=cv2.INTER_LINEAR).reshape(dst.shape)
-    return out
 
 
 def normalize_on_device(clips):
